@@ -1,0 +1,195 @@
+// Flag parsing. Flags mirror uWSGI and Gunicorn where they overlap (--http, --socket, --wsgi, --threads ...).
+#include "cli.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <functional>
+#include <map>
+
+namespace corgi::cli {
+
+namespace {
+
+std::uint64_t parse_count(const std::string& flag, const std::string& value) {
+    std::uint64_t n = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+    if (value.empty() || ec != std::errc() || end != value.data() + value.size())
+        throw usage_error(flag + " expects a non-negative integer, got '" + value + "'");
+    return n;
+}
+
+std::chrono::milliseconds parse_seconds(const std::string& flag, const std::string& value) {
+    double s = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), s);
+    if (value.empty() || ec != std::errc() || end != value.data() + value.size() || s < 0 || !std::isfinite(s))
+        throw usage_error(flag + " expects seconds (a non-negative number), got '" + value + "'");
+    return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(s * 1000)));
+}
+
+listen_address parse_address(const std::string& flag, const std::string& value) {
+    try {
+        return listen_address::parse(value);
+    } catch (const std::invalid_argument& e) {
+        throw usage_error(flag + ": " + e.what());
+    }
+}
+
+}  // namespace
+
+const char* help_text() {
+    return R"(usage: corgi [serve] [options]        serve C++ handlers and WSGI apps
+       corgi routes [options]         list the URL map; --match "GET /path"; --build "endpoint k=v"
+
+listeners (repeatable; ADDR is host:port, :port, [::1]:port or unix:/path):
+  --http ADDR              HTTP/1.1                  --socket ADDR         uwsgi protocol (nginx uwsgi_pass)
+  --fastcgi-socket ADDR    FastCGI (fastcgi_pass)    --scgi-socket ADDR    SCGI (scgi_pass)
+  --chmod-socket MODE      mode of unix sockets, e.g. 660
+configuration:
+  --config FILE.json       settings and routes (flags given after it override it)
+  --io-threads N           threads for connections and C++ handlers (default: cores)
+python (WSGI):
+  --wsgi MODULE[:CALLABLE] app mounted at /      --wsgi-file PATH.py   app from a file, mounted at /
+  --callable NAME          default callable name (application)
+  --mount /PREFIX=APP      mount a WSGI app (MODULE[:CALLABLE] or PATH.py) at PREFIX (repeatable)
+  --pythonpath DIR         add to sys.path (repeatable)        --chdir DIR    change directory first
+  --threads N              Python lanes (default 1)           --fibers N     requests per lane (default 100)
+limits and timeouts (seconds):
+  --max-header-bytes N (65536)  --max-body-bytes N (1 GiB)  --max-connections N (10000)
+  --max-requests-per-connection N (0: unlimited)
+  --header-timeout S (10)  --body-timeout S (60)  --keep-alive-timeout S (60)  --write-timeout S (60)
+  --graceful-timeout S (30)
+other:
+  --disable-logging        no access log          --help, --version
+)";
+}
+
+options parse(const std::vector<std::string>& args) {
+    options o;
+    std::size_t i = 0;
+    if (i < args.size() && (args[i] == "serve" || args[i] == "routes")) {
+        o.cmd = args[i] == "routes" ? command::routes : command::serve;
+        ++i;
+    }
+    auto& cfg = o.cfg;
+    using setter = std::function<void(const std::string& flag, const std::string& value)>;
+    auto listener = [&](const char* proto) {
+        return [&cfg, proto](const std::string& f, const std::string& v) {
+            cfg.listen.push_back({proto, parse_address(f, v)});
+        };
+    };
+    const std::map<std::string, setter, std::less<>> with_value = {
+        {"--http", listener("http")},
+        {"--http-socket", listener("http")},
+        {"--socket", listener("uwsgi")},
+        {"--uwsgi-socket", listener("uwsgi")},
+        {"--fastcgi-socket", listener("fastcgi")},
+        {"--scgi-socket", listener("scgi")},
+        {"--config",
+         [&](const std::string&, const std::string& v) {
+             o.config_files.push_back(v);
+             apply_config(cfg, read_json_file(v));
+         }},
+        {"--io-threads",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.io_threads = parse_count(f, v);
+             if (cfg.server.io_threads == 0) throw usage_error(f + " must be at least 1");
+         }},
+        {"--threads",
+         [&](const std::string& f, const std::string& v) {
+             cfg.python.threads = parse_count(f, v);
+             if (cfg.python.threads == 0) throw usage_error(f + " must be at least 1");
+         }},
+        {"--fibers",
+         [&](const std::string& f, const std::string& v) {
+             cfg.python.fibers = parse_count(f, v);
+             if (cfg.python.fibers == 0) throw usage_error(f + " must be at least 1");
+         }},
+        {"--fiber-stack-kib",
+         [&](const std::string& f, const std::string& v) { cfg.python.fiber_stack_kib = parse_count(f, v); }},
+        {"--wsgi", [&](const std::string&, const std::string& v) { cfg.python.wsgi = v; }},
+        {"--module", [&](const std::string&, const std::string& v) { cfg.python.wsgi = v; }},
+        {"--wsgi-file", [&](const std::string&, const std::string& v) { cfg.python.wsgi_file = v; }},
+        {"--callable", [&](const std::string&, const std::string& v) { cfg.python.callable = v; }},
+        {"--mount",
+         [&](const std::string& f, const std::string& v) {
+             auto eq = v.find('=');
+             if (eq == std::string::npos || eq == 0 || v[0] != '/' || eq + 1 == v.size())
+                 throw usage_error(f + " expects /PREFIX=MODULE[:CALLABLE] or /PREFIX=PATH.py, got '" + v + "'");
+             cfg.python.mounts.emplace_back(v.substr(0, eq), v.substr(eq + 1));
+         }},
+        {"--pythonpath", [&](const std::string&, const std::string& v) { cfg.python.pythonpath.push_back(v); }},
+        {"--chdir", [&](const std::string&, const std::string& v) { cfg.python.chdir = v; }},
+        {"--chmod-socket",
+         [&](const std::string& f, const std::string& v) {
+             try {
+                 cfg.server.unix_socket_mode = parse_socket_mode(v, "");
+             } catch (const config_error&) {
+                 throw usage_error(f + " expects an octal mode such as 660, got '" + v + "'");
+             }
+         }},
+        {"--max-header-bytes",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.max_header_bytes = parse_count(f, v);
+             if (cfg.server.limits.max_header_bytes < 1024) throw usage_error(f + " must be at least 1024");
+         }},
+        {"--max-body-bytes",
+         [&](const std::string& f, const std::string& v) { cfg.server.limits.max_body_bytes = parse_count(f, v); }},
+        {"--max-connections",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.max_connections = parse_count(f, v);
+             if (cfg.server.limits.max_connections == 0) throw usage_error(f + " must be at least 1");
+         }},
+        {"--max-requests-per-connection",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.max_requests_per_connection = parse_count(f, v);
+         }},
+        {"--header-timeout",
+         [&](const std::string& f, const std::string& v) { cfg.server.limits.header_timeout = parse_seconds(f, v); }},
+        {"--body-timeout",
+         [&](const std::string& f, const std::string& v) { cfg.server.limits.body_timeout = parse_seconds(f, v); }},
+        {"--keep-alive-timeout",
+         [&](const std::string& f, const std::string& v) { cfg.server.limits.idle_timeout = parse_seconds(f, v); }},
+        {"--write-timeout",
+         [&](const std::string& f, const std::string& v) { cfg.server.limits.write_timeout = parse_seconds(f, v); }},
+        {"--graceful-timeout",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.graceful_timeout = parse_seconds(f, v);
+         }},
+        {"--match", [&](const std::string&, const std::string& v) { o.match = v; }},
+        {"--build", [&](const std::string&, const std::string& v) { o.build = v; }},
+    };
+    for (; i < args.size(); ++i) {
+        std::string flag = args[i];
+        if (flag == "--help" || flag == "-h") {
+            o.cmd = command::help;
+            return o;
+        }
+        if (flag == "--version") {
+            o.cmd = command::version;
+            return o;
+        }
+        if (flag == "--disable-logging") {
+            cfg.access_log = false;
+            continue;
+        }
+        std::string value;
+        bool has_value = false;
+        if (auto eq = flag.find('='); flag.starts_with("--") && eq != std::string::npos) {
+            value = flag.substr(eq + 1);
+            flag = flag.substr(0, eq);
+            has_value = true;
+        }
+        auto it = with_value.find(flag);
+        if (it == with_value.end()) throw usage_error("unknown option '" + flag + "' (see corgi --help)");
+        if (!has_value) {
+            if (i + 1 >= args.size()) throw usage_error(flag + " needs a value");
+            value = args[++i];
+        }
+        if ((flag == "--match" || flag == "--build") && o.cmd != command::routes)
+            throw usage_error(flag + " belongs to 'corgi routes'");
+        it->second(flag, value);
+    }
+    return o;
+}
+
+}  // namespace corgi::cli

@@ -1,0 +1,196 @@
+// corgi: serve C++ handlers and WSGI apps over HTTP/1.1, uwsgi, FastCGI and SCGI; or inspect the URL map.
+#include "cli.hpp"
+#include "demo_handlers.hpp"
+
+#include <corgi/core/log.hpp>
+#include <corgi/core/route_config.hpp>
+#include <corgi/core/server.hpp>
+#include <corgi/protocols/protocols.hpp>
+#ifdef CORGI_WITH_WSGI
+#include <corgi/wsgi/wsgi.hpp>
+#endif
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <unistd.h>
+
+namespace {
+
+using namespace corgi;
+
+constexpr const char* version_text = "corgi 0.1.0";
+
+// --wsgi / --wsgi-file / --mount become mount entries after the config's own routes, so one map serves both.
+nlohmann::json all_routes(const config& cfg) {
+    nlohmann::json routes = cfg.routes;
+    for (const auto& [prefix, app] : cfg.python.mounts) routes.push_back({{"mount", prefix}, {"wsgi", app}});
+    if (!cfg.python.wsgi.empty()) routes.push_back({{"mount", "/"}, {"wsgi", cfg.python.wsgi}});
+    if (!cfg.python.wsgi_file.empty()) routes.push_back({{"mount", "/"}, {"wsgi", cfg.python.wsgi_file}});
+    return routes;
+}
+
+std::shared_ptr<url_map> build_map(const config& cfg, bool load_python) {
+    nlohmann::json routes = all_routes(cfg);
+    if (routes.empty()) return std::make_shared<url_map>(demo::routes());
+    route_targets targets;
+    targets.handlers = demo::handlers();
+    if (load_python) {
+#ifdef CORGI_WITH_WSGI
+        targets.wsgi = [](const nlohmann::json& entry, const std::string&) {
+            return wsgi::load(entry.at("wsgi").get<std::string>());
+        };
+#endif
+    } else {
+        // `corgi routes` shows the map without starting Python.
+        targets.wsgi = [](const nlohmann::json&, const std::string&) -> handler {
+            return [](request&) -> task<response> { co_return response::error(503); };
+        };
+    }
+    return compile_routes(routes, targets);
+}
+
+nlohmann::json value_to_json(const route_value& v) {
+    return std::visit([](const auto& x) { return nlohmann::json(x); }, v);
+}
+
+int routes_command(const cli::options& o) {
+    auto map = build_map(o.cfg, false);
+    if (!o.match.empty()) {
+        std::istringstream in(o.match);
+        std::string method, target;
+        if (!(in >> method >> target) || target.empty() || target[0] != '/') {
+            std::cerr << "corgi: --match expects \"METHOD /path\"\n";
+            return 2;
+        }
+        auto q = target.find('?');
+        std::string path = percent_decode(target.substr(0, q));
+        match_result m = map->match(method, path);
+        nlohmann::json out = {{"status", m.status}};
+        if (m.status == 200) {
+            out["endpoint"] = std::string(m.endpoint);
+            nlohmann::json args = nlohmann::json::object();
+            for (const auto& [name, value] : m.args) args[name] = value_to_json(value);
+            out["args"] = args;
+            if (m.is_mount) out["mount"] = m.mount_prefix;
+        } else if (m.status == 405) {
+            out["allow"] = m.allow;
+        } else if (m.status == 308) {
+            out["location"] = m.location + (q == std::string::npos ? "" : target.substr(q));
+        }
+        std::cout << out.dump() << "\n";
+        return 0;
+    }
+    if (!o.build.empty()) {
+        std::istringstream in(o.build);
+        std::string endpoint, item;
+        in >> endpoint;
+        std::vector<std::pair<std::string, std::string>> values;
+        while (in >> item) {
+            auto eq = item.find('=');
+            if (eq == std::string::npos) {
+                std::cerr << "corgi: --build expects \"endpoint key=value ...\", got '" << item << "'\n";
+                return 2;
+            }
+            values.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+        }
+        try {
+            std::cout << map->build(endpoint, values) << "\n";
+        } catch (const routing_error& e) {
+            std::cerr << "corgi: " << e.what() << "\n";
+            return 1;
+        }
+        return 0;
+    }
+    auto rules = map->rules();
+    std::size_t w_rule = 4, w_endpoint = 8;
+    for (const auto& r : rules) {
+        w_rule = std::max(w_rule, r.pattern.size());
+        w_endpoint = std::max(w_endpoint, r.endpoint.size());
+    }
+    auto pad = [](std::string s, std::size_t w) { return s.size() < w ? s + std::string(w - s.size(), ' ') : s; };
+    std::cout << pad("RULE", w_rule) << "  " << pad("ENDPOINT", w_endpoint) << "  KIND      METHODS\n";
+    for (const auto& r : rules) {
+        std::string methods;
+        for (const auto& m : r.methods) methods += (methods.empty() ? "" : ",") + m;
+        const char* kind = r.type == route_entry::kind::mount ? "mount" : "rule";
+        std::cout << pad(r.pattern, w_rule) << "  " << pad(r.endpoint, w_endpoint) << "  " << pad(kind, 8) << "  "
+                  << (methods.empty() ? "*" : methods) << "\n";
+    }
+    return 0;
+}
+
+int serve_command(cli::options& o) {
+    config& cfg = o.cfg;
+    if (cfg.listen.empty()) cfg.listen.push_back({"http", listen_address::parse("127.0.0.1:8000")});
+    log::set_access_log_enabled(cfg.access_log);
+#ifdef CORGI_WITH_WSGI
+    bool python = cfg.python.enabled() || all_routes(cfg).dump().find("\"wsgi\"") != std::string::npos;
+    if (python) wsgi::initialize(cfg.python);
+#endif
+    std::shared_ptr<url_map> map = build_map(cfg, true);
+    server srv(cfg.server);
+    srv.set_handler(make_dispatcher(map));
+    for (const auto& l : cfg.listen) {
+        listen_address bound = srv.listen(l.address, protocols::by_name(l.protocol));
+        std::cerr << "corgi: serving " << l.protocol << " on " << bound.to_string() << "\n";
+    }
+    std::cerr << "corgi: " << srv.limits().max_connections << " max connections, "
+              << (cfg.server.io_threads ? cfg.server.io_threads : std::thread::hardware_concurrency())
+              << " io thread(s)\n";
+    srv.run();
+#ifdef CORGI_WITH_WSGI
+    if (python) wsgi::shutdown();
+#endif
+    std::cerr << "corgi: stopped\n";
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::vector<std::string> args(argv + 1, argv + argc);
+    cli::options o;
+    try {
+        o = cli::parse(args);
+        if (o.cmd == cli::command::help) {
+            std::cout << cli::help_text();
+            return 0;
+        }
+        if (o.cmd == cli::command::version) {
+            std::cout << version_text << "\n";
+            return 0;
+        }
+        if (!o.cfg.python.chdir.empty() && ::chdir(o.cfg.python.chdir.c_str()) != 0) {
+            std::cerr << "corgi: cannot chdir to '" << o.cfg.python.chdir << "'\n";
+            return 2;
+        }
+        if (o.cmd == cli::command::routes) return routes_command(o);
+        return serve_command(o);
+    } catch (const cli::usage_error& e) {
+        std::cerr << "corgi: " << e.what() << "\n";
+        return 2;
+    } catch (const config_error& e) {
+        std::cerr << "corgi: config error at " << (e.pointer.empty() ? std::string("(file)") : e.pointer) << ": "
+                  << e.what() << "\n";
+        return 2;
+    } catch (const routing_error& e) {
+        std::cerr << "corgi: bad URL map: " << e.what() << "\n";
+        return 2;
+#ifdef CORGI_WITH_WSGI
+    } catch (const wsgi::load_error& e) {
+        std::cerr << "corgi: cannot load the WSGI app: " << e.what() << "\n";
+        return 1;
+#endif
+    } catch (const std::system_error& e) {
+        std::cerr << "corgi: " << e.what() << "\n";
+        return 1;
+    } catch (const std::exception& e) {
+        std::cerr << "corgi: " << e.what() << "\n";
+        return 1;
+    }
+}

@@ -1,0 +1,58 @@
+// Server configuration: one struct filled from the JSON config file and from command-line flags (the CLI applies
+// flags after the file). Errors name the offending key as a JSON pointer; the CLI turns them into exit status 2.
+#pragma once
+
+#include <corgi/core/server.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace corgi {
+
+struct config_error : std::runtime_error {
+    config_error(std::string pointer, const std::string& message);
+    std::string pointer;  // e.g. "/routes/3/rule"
+};
+
+// What each listener speaks: "http", "uwsgi", "fastcgi" or "scgi".
+struct listen_entry {
+    std::string protocol;
+    listen_address address;
+};
+
+// Settings of the WSGI layer. Core only carries them; the wsgi module reads them.
+struct python_settings {
+    std::string wsgi;        // MODULE[:CALLABLE] mounted at /
+    std::string wsgi_file;   // PATH.py mounted at /
+    std::string callable = "application";
+    std::vector<std::pair<std::string, std::string>> mounts;  // prefix -> MODULE[:CALLABLE] or path.py
+    std::vector<std::string> pythonpath;
+    std::string chdir;
+    std::size_t threads = 1;   // Python lanes
+    std::size_t fibers = 100;  // concurrent requests per lane
+    std::size_t fiber_stack_kib = 256;
+    bool enabled() const noexcept { return !wsgi.empty() || !wsgi_file.empty() || !mounts.empty(); }
+};
+
+struct config {
+    std::vector<listen_entry> listen;
+    server_options server;
+    python_settings python;
+    bool access_log = true;
+    nlohmann::json routes = nlohmann::json::array();  // compiled by compile_routes()
+};
+
+// Reads a JSON file (errors: config_error with the file name and line for syntax, the key for semantics).
+nlohmann::json read_json_file(const std::string& path);
+// Applies a parsed config document onto `cfg`. Unknown keys are errors.
+void apply_config(config& cfg, const nlohmann::json& doc);
+// "uwsgi" for "socket"/"uwsgi", "fastcgi", "scgi", "http"; "" for anything else.
+std::string normalize_protocol_name(std::string_view name);
+// "660" -> 0660; throws config_error at `pointer` when not an octal mode.
+unsigned parse_socket_mode(std::string_view text, const std::string& pointer);
+
+}  // namespace corgi

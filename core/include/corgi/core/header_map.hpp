@@ -1,0 +1,42 @@
+// HTTP header fields: an ordered list with case-insensitive lookup. Order and duplicates are kept because
+// proxies and WSGI (HTTP_* joined by ", ") need them; lookups are linear, which beats hashing at header counts.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace corgi {
+
+bool iequals(std::string_view a, std::string_view b) noexcept;
+
+class header_map {
+public:
+    using field = std::pair<std::string, std::string>;
+    using const_iterator = std::vector<field>::const_iterator;
+
+    // First value of the field, or an empty view when absent.
+    std::string_view get(std::string_view name) const noexcept;
+    const std::string* find(std::string_view name) const noexcept;
+    bool contains(std::string_view name) const noexcept { return find(name) != nullptr; }
+    // All values of the field joined by ", " (RFC 9110 5.3), empty when absent.
+    std::string get_joined(std::string_view name) const;
+
+    void add(std::string_view name, std::string_view value);
+    // Replaces every field of that name with one.
+    void set(std::string_view name, std::string_view value);
+    void erase(std::string_view name);
+    // Keeps the storage for reuse: a connection's request headers are cleared, not reallocated.
+    void clear() noexcept { fields_.clear(); }
+
+    bool empty() const noexcept { return fields_.empty(); }
+    std::size_t size() const noexcept { return fields_.size(); }
+    const_iterator begin() const noexcept { return fields_.begin(); }
+    const_iterator end() const noexcept { return fields_.end(); }
+
+private:
+    std::vector<field> fields_;
+};
+
+}  // namespace corgi

@@ -1,0 +1,164 @@
+// The server loop: listeners (TCP v4/v6 and unix sockets), io threads, connection lifetime, limits, timeouts and
+// graceful shutdown. It knows no wire format: each listener has a `protocol` whose session function turns the
+// connection's bytes into requests for the handler.
+#pragma once
+
+#include <corgi/core/handler.hpp>
+#include <corgi/core/task.hpp>
+
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace corgi {
+
+using stream_socket = net::generic::stream_protocol::socket;
+using namespace std::chrono_literals;
+
+struct server_limits {
+    std::size_t max_header_bytes = 64 * 1024;          // request line + headers (or a proxy's vars block)
+    std::uint64_t max_body_bytes = 1024ull * 1024 * 1024;  // per request body
+    std::chrono::milliseconds header_timeout = 10s;    // whole header, from its first byte (slowloris)
+    std::chrono::milliseconds body_timeout = 60s;      // between two pieces of a body
+    std::chrono::milliseconds idle_timeout = 60s;      // keep-alive: waiting for the next request's first byte
+    std::chrono::milliseconds write_timeout = 60s;     // one write to the client
+    std::chrono::milliseconds graceful_timeout = 30s;  // shutdown: in-flight requests get this long
+    std::size_t max_connections = 10000;               // beyond this, new connections are closed at once
+    std::size_t max_requests_per_connection = 0;       // 0: unlimited
+};
+
+// An address to listen on: "host:port", ":port" (all interfaces), "[::1]:port" or "unix:/path".
+struct listen_address {
+    bool is_unix = false;
+    std::string host;  // empty: all interfaces
+    std::uint16_t port = 0;
+    std::string path;  // unix socket path
+    // Throws std::invalid_argument with a message naming the problem.
+    static listen_address parse(std::string_view text);
+    std::string to_string() const;
+};
+
+class server;
+
+// One accepted connection, as a protocol's session sees it. The session does its I/O on socket(), sets a
+// deadline before each read or write, and marks itself idle while waiting for the next request so that a
+// graceful shutdown can close it at once.
+class connection : public std::enable_shared_from_this<connection> {
+public:
+    connection(server& owner, stream_socket socket);
+    ~connection();
+
+    stream_socket& socket() noexcept { return socket_; }
+    const server_limits& limits() const noexcept;
+    const handler& app() const noexcept;
+
+    // Peer and local address, computed once at accept ("" and 0 on a unix socket).
+    const std::string& remote_addr() const noexcept { return remote_addr_; }
+    std::uint16_t remote_port() const noexcept { return remote_port_; }
+    const std::string& local_addr() const noexcept { return local_addr_; }
+    std::uint16_t local_port() const noexcept { return local_port_; }
+
+    // The socket is cancelled (and timed_out() turns true) when the deadline passes. Setting a deadline is a
+    // store, not a timer operation: one timer per connection re-arms itself lazily.
+    void expires_after(std::chrono::steady_clock::duration d) noexcept;
+    void expires_never() noexcept;
+    bool timed_out() const noexcept { return timed_out_; }
+
+    // Idle: between requests. A shutdown closes idle connections at once and lets busy ones finish.
+    void set_idle(bool idle) noexcept;
+    // The server is shutting down: answer the current request with `Connection: close`, then end.
+    bool draining() const noexcept;
+
+    // Closes the socket (idempotent); pending operations complete with an error.
+    void close() noexcept;
+
+private:
+    friend class server;
+    void start_watchdog();
+    void on_watchdog();
+
+    server& owner_;
+    stream_socket socket_;
+    net::steady_timer watchdog_;
+    std::chrono::steady_clock::time_point deadline_;
+    bool watchdog_armed_ = false;
+    bool timed_out_ = false;
+    bool idle_ = true;
+    bool closed_ = false;
+    std::string remote_addr_, local_addr_;
+    std::uint16_t remote_port_ = 0, local_port_ = 0;
+    connection* prev_ = nullptr;  // intrusive list of live connections, per io thread
+    connection* next_ = nullptr;
+    std::size_t thread_index_ = 0;
+};
+
+// A wire format: its name (for logs and request.protocol_name) and the coroutine that serves one connection.
+// The session ends by returning; the server closes the socket afterwards.
+struct protocol {
+    std::string name;
+    std::function<task<void>(connection&)> serve;
+};
+
+struct server_options {
+    std::size_t io_threads = 0;  // 0: number of cores
+    server_limits limits;
+    unsigned unix_socket_mode = 0;  // chmod of unix sockets; 0 leaves the umask's choice
+    bool handle_signals = true;     // SIGINT/SIGTERM start a graceful shutdown
+};
+
+class server {
+public:
+    explicit server(server_options options = {});
+    ~server();
+    server(const server&) = delete;
+    server& operator=(const server&) = delete;
+
+    void set_handler(handler h);
+    // Binds now (errors throw std::system_error naming the address), serves once run() starts.
+    // Returns the bound address (the real port when 0 was asked for).
+    listen_address listen(const listen_address& address, protocol proto);
+
+    // Runs the io threads until shutdown; returns when every connection has ended.
+    void run();
+    // Starts a graceful shutdown: stop accepting, close idle connections, let busy ones finish within
+    // limits.graceful_timeout, then close the rest. Safe from any thread and from a signal-handling coroutine.
+    void stop() noexcept;
+    // True once stop() was called.
+    bool stopping() const noexcept { return stopping_.load(std::memory_order_relaxed); }
+
+    const server_limits& limits() const noexcept { return options_.limits; }
+    const handler& app() const noexcept { return handler_; }
+    std::size_t connection_count() const noexcept { return connections_.load(std::memory_order_relaxed); }
+    // The io_context of io thread 0 (for tests and embedding programs that need an executor).
+    net::io_context& main_context() noexcept { return *contexts_.front(); }
+
+private:
+    friend class connection;
+    struct listener;
+    struct thread_slot;
+    task<void> accept_loop(std::shared_ptr<listener> l);
+    void close_idle_and_wait(std::size_t slot_index);
+    void finish_shutdown();
+
+    server_options options_;
+    handler handler_;
+    std::vector<std::unique_ptr<net::io_context>> contexts_;
+    std::vector<std::unique_ptr<thread_slot>> slots_;
+    std::vector<std::shared_ptr<listener>> listeners_;
+    std::atomic<bool> stopping_{false};
+    std::atomic<std::size_t> connections_{0};
+    std::atomic<std::size_t> next_thread_{0};
+    std::weak_ptr<net::steady_timer> grace_timer_;  // touched on io thread 0 only
+    std::function<void()> cancel_signals_;          // io thread 0 only
+};
+
+}  // namespace corgi

@@ -1,0 +1,406 @@
+// The server loop: io threads (one io_context each), acceptors, connection registry and graceful shutdown.
+#include <corgi/core/log.hpp>
+#include <corgi/core/server.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <optional>
+#include <thread>
+
+namespace corgi {
+
+namespace {
+
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+// "127.0.0.1" / "::1" and the port of a socket address; IPv4-mapped IPv6 shown as IPv4.
+void describe(const net::generic::stream_protocol::endpoint& ep, std::string& addr, std::uint16_t& port) {
+    char text[INET6_ADDRSTRLEN] = {};
+    const sockaddr* sa = ep.data();
+    if (sa->sa_family == AF_INET) {
+        auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+        ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
+        port = ntohs(in->sin_port);
+        addr = text;
+    } else if (sa->sa_family == AF_INET6) {
+        auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            ::inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], text, sizeof text);
+        } else {
+            ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
+        }
+        port = ntohs(in6->sin6_port);
+        addr = text;
+    } else {
+        addr.clear();
+        port = 0;
+    }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------------
+// listen_address
+
+listen_address listen_address::parse(std::string_view text) {
+    listen_address a;
+    if (text.starts_with("unix:")) {
+        a.is_unix = true;
+        a.path = std::string(text.substr(5));
+        if (a.path.empty()) throw std::invalid_argument("empty unix socket path in '" + std::string(text) + "'");
+        if (a.path.size() >= sizeof(sockaddr_un{}.sun_path))
+            throw std::invalid_argument("unix socket path too long: '" + a.path + "'");
+        return a;
+    }
+    std::string_view host, port;
+    if (text.starts_with("[")) {
+        auto close = text.find(']');
+        if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
+            throw std::invalid_argument("bad address '" + std::string(text) + "': expected [ipv6]:port");
+        host = text.substr(1, close - 1);
+        port = text.substr(close + 2);
+    } else {
+        auto colon = text.rfind(':');
+        if (colon == std::string_view::npos)
+            throw std::invalid_argument("bad address '" + std::string(text) +
+                                        "': expected host:port, :port, [ipv6]:port or unix:/path");
+        host = text.substr(0, colon);
+        port = text.substr(colon + 1);
+        if (host.find(':') != std::string_view::npos)
+            throw std::invalid_argument("bad address '" + std::string(text) + "': put IPv6 hosts in brackets");
+    }
+    unsigned value = 0;
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value > 65535)
+        throw std::invalid_argument("bad port in address '" + std::string(text) + "'");
+    a.host = std::string(host);
+    a.port = static_cast<std::uint16_t>(value);
+    return a;
+}
+
+std::string listen_address::to_string() const {
+    if (is_unix) return "unix:" + path;
+    if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+    return host + ":" + std::to_string(port);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// server internals
+
+struct server::listener {
+    net::basic_socket_acceptor<net::generic::stream_protocol> acceptor;
+    protocol proto;
+    listen_address address;
+    listener(net::io_context& ctx, protocol p, listen_address a)
+        : acceptor(ctx), proto(std::move(p)), address(std::move(a)) {}
+    ~listener() {
+        if (address.is_unix && !address.path.empty()) ::unlink(address.path.c_str());
+    }
+};
+
+// Per io thread: its live connections (touched only on that thread) and the guard that keeps run() going.
+struct server::thread_slot {
+    connection* head = nullptr;
+    std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// connection
+
+connection::connection(server& owner, stream_socket socket)
+    : owner_(owner), socket_(std::move(socket)), watchdog_(socket_.get_executor()) {
+    boost::system::error_code ec;
+    auto remote = socket_.remote_endpoint(ec);
+    if (!ec) describe(remote, remote_addr_, remote_port_);
+    auto local = socket_.local_endpoint(ec);
+    if (!ec) describe(local, local_addr_, local_port_);
+}
+
+connection::~connection() = default;
+
+const server_limits& connection::limits() const noexcept { return owner_.limits(); }
+const handler& connection::app() const noexcept { return owner_.app(); }
+bool connection::draining() const noexcept { return owner_.stopping(); }
+
+void connection::expires_after(std::chrono::steady_clock::duration d) noexcept {
+    deadline_ = std::chrono::steady_clock::now() + d;
+    if (!watchdog_armed_ && !closed_) start_watchdog();
+}
+
+void connection::expires_never() noexcept { deadline_ = std::chrono::steady_clock::time_point::max(); }
+
+void connection::start_watchdog() {
+    watchdog_armed_ = true;
+    watchdog_.expires_at(deadline_);
+    watchdog_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+        self->watchdog_armed_ = false;
+        if (!ec) self->on_watchdog();
+    });
+}
+
+void connection::on_watchdog() {
+    if (closed_ || deadline_ == std::chrono::steady_clock::time_point::max()) return;
+    if (std::chrono::steady_clock::now() >= deadline_) {
+        timed_out_ = true;
+        close();
+    } else {
+        start_watchdog();  // the deadline moved while we slept
+    }
+}
+
+void connection::set_idle(bool idle) noexcept {
+    idle_ = idle;
+    if (idle && draining()) close();
+}
+
+void connection::close() noexcept {
+    if (closed_) return;
+    closed_ = true;
+    boost::system::error_code ec;
+    socket_.shutdown(net::socket_base::shutdown_both, ec);
+    socket_.close(ec);
+    watchdog_.cancel();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// server
+
+server::server(server_options options) : options_(std::move(options)) {
+    std::size_t n = options_.io_threads ? options_.io_threads : std::max(1u, std::thread::hardware_concurrency());
+    options_.io_threads = n;
+    for (std::size_t i = 0; i < n; ++i) {
+        contexts_.push_back(std::make_unique<net::io_context>(1));
+        slots_.push_back(std::make_unique<thread_slot>());
+    }
+}
+
+server::~server() = default;
+
+void server::set_handler(handler h) { handler_ = std::move(h); }
+
+listen_address server::listen(const listen_address& address, protocol proto) {
+    auto l = std::make_shared<listener>(*contexts_.front(), std::move(proto), address);
+    auto& acc = l->acceptor;
+    boost::system::error_code ec;
+    auto fail = [&](const char* what) {
+        throw std::system_error(ec, std::string("cannot ") + what + " " + address.to_string());
+    };
+    if (address.is_unix) {
+        // A stale socket file left by a crash is replaced; one that a live process answers on is an error.
+        struct stat st {};
+        if (::lstat(address.path.c_str(), &st) == 0) {
+            if (!S_ISSOCK(st.st_mode))
+                throw std::system_error(std::make_error_code(std::errc::file_exists),
+                                        "cannot listen on " + address.to_string() + ": not a socket");
+            net::local::stream_protocol::socket probe(*contexts_.front());
+            boost::system::error_code probe_ec;
+            probe.connect(net::local::stream_protocol::endpoint(address.path), probe_ec);
+            if (!probe_ec)
+                throw std::system_error(std::make_error_code(std::errc::address_in_use),
+                                        "cannot listen on " + address.to_string() +
+                                            ": another process is serving on it");
+            ::unlink(address.path.c_str());
+        }
+        net::local::stream_protocol::endpoint ep(address.path);
+        net::generic::stream_protocol::endpoint gep(ep);
+        acc.open(gep.protocol(), ec);
+        if (ec) fail("open");
+        acc.bind(gep, ec);
+        if (ec) {
+            l->address.path.clear();  // not ours: do not unlink it
+            fail("bind");
+        }
+        if (options_.unix_socket_mode) ::chmod(address.path.c_str(), options_.unix_socket_mode);
+    } else {
+        net::ip::address ip;
+        if (address.host.empty()) {
+            ip = net::ip::address_v6::any();
+        } else if (address.host == "localhost") {
+            ip = net::ip::address_v4::loopback();
+        } else {
+            ip = net::ip::make_address(address.host, ec);
+            if (ec) fail("parse the host of");
+        }
+        net::ip::tcp::endpoint tep(ip, address.port);
+        net::generic::stream_protocol::endpoint gep(tep);
+        acc.open(gep.protocol(), ec);
+        if (ec && address.host.empty()) {  // no IPv6 on this machine: all IPv4 interfaces
+            tep = net::ip::tcp::endpoint(net::ip::address_v4::any(), address.port);
+            gep = net::generic::stream_protocol::endpoint(tep);
+            ec.clear();
+            acc.open(gep.protocol(), ec);
+        }
+        if (ec) fail("open");
+        if (tep.address().is_v6()) {
+            int off = 0;
+            ::setsockopt(acc.native_handle(), IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+        }
+        acc.set_option(net::socket_base::reuse_address(true), ec);
+        acc.bind(gep, ec);
+        if (ec) fail("bind");
+        net::generic::stream_protocol::endpoint bound = acc.local_endpoint(ec);
+        std::string host;
+        describe(bound, host, l->address.port);
+    }
+    acc.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) fail("listen on");
+    listeners_.push_back(l);
+    return l->address;
+}
+
+task<void> server::accept_loop(std::shared_ptr<listener> l) {
+    const bool tcp = !l->address.is_unix;
+    for (;;) {
+        std::size_t index = next_thread_.fetch_add(1, std::memory_order_relaxed) % contexts_.size();
+        net::io_context& target = *contexts_[index];
+        auto [ec, socket] = co_await l->acceptor.async_accept(target, use_tuple);
+        if (ec == net::error::operation_aborted || stopping()) co_return;
+        if (ec) {
+            // Out of descriptors or a connection reset before accept: say so, breathe, go on.
+            log::warning("accept on " + l->address.to_string() + ": " + ec.message());
+            net::steady_timer pause(l->acceptor.get_executor(), std::chrono::milliseconds(50));
+            co_await pause.async_wait(use_tuple);
+            continue;
+        }
+        if (connections_.load(std::memory_order_relaxed) >= options_.limits.max_connections) {
+            boost::system::error_code ignored;
+            socket.close(ignored);
+            continue;
+        }
+        if (tcp) {
+            int one = 1;
+            ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        connections_.fetch_add(1, std::memory_order_relaxed);
+        auto conn = std::make_shared<connection>(*this, std::move(socket));
+        conn->thread_index_ = index;
+        // The session runs on the connection's own io thread; registration happens there too.
+        net::co_spawn(
+            target,
+            [this, conn, l]() -> task<void> {
+                thread_slot& slot = *slots_[conn->thread_index_];
+                conn->next_ = slot.head;
+                if (slot.head) slot.head->prev_ = conn.get();
+                slot.head = conn.get();
+                if (stopping()) conn->close();
+                co_await l->proto.serve(*conn);
+            },
+            [this, conn, l](std::exception_ptr e) {
+                if (e) {
+                    try {
+                        std::rethrow_exception(e);
+                    } catch (const std::exception& ex) {
+                        log::error(l->proto.name + " session failed: " + ex.what());
+                    } catch (...) {
+                        log::error(l->proto.name + " session failed");
+                    }
+                }
+                conn->close();
+                thread_slot& slot = *slots_[conn->thread_index_];
+                if (conn->prev_) conn->prev_->next_ = conn->next_;
+                else if (slot.head == conn.get()) slot.head = conn->next_;
+                if (conn->next_) conn->next_->prev_ = conn->prev_;
+                conn->prev_ = conn->next_ = nullptr;
+                if (connections_.fetch_sub(1, std::memory_order_acq_rel) == 1 && stopping())
+                    net::post(*contexts_.front(), [this] { finish_shutdown(); });
+            });
+    }
+}
+
+void server::run() {
+    if (!handler_) handler_ = [](request&) -> task<response> { co_return response::error(404); };
+    for (auto& slot : slots_) slot->work.emplace(net::make_work_guard(*contexts_[&slot - &slots_[0]]));
+    for (auto& l : listeners_)
+        net::co_spawn(*contexts_.front(), accept_loop(l), [l](std::exception_ptr e) {
+            if (e) log::error("acceptor for " + l->address.to_string() + " stopped by an exception");
+        });
+    std::optional<net::signal_set> signals;
+    if (options_.handle_signals) {
+        signals.emplace(*contexts_.front(), SIGINT, SIGTERM);
+        signals->async_wait([this, &signals](boost::system::error_code ec, int sig) {
+            if (ec) return;
+            log::info(std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
+                      ", shutting down gracefully");
+            stop();
+            // A second signal while draining ends at once.
+            signals->async_wait([this](boost::system::error_code ec2, int) {
+                if (ec2) return;
+                log::info("second signal: closing every connection now");
+                for (std::size_t i = 0; i < contexts_.size(); ++i)
+                    net::post(*contexts_[i], [this, i] {
+                        for (connection* c = slots_[i]->head; c; c = c->next_) c->close();
+                    });
+                finish_shutdown();
+            });
+        });
+        cancel_signals_ = [&signals] {
+            boost::system::error_code ec;
+            signals->cancel(ec);
+        };
+    }
+    std::vector<std::thread> threads;
+    for (std::size_t i = 1; i < contexts_.size(); ++i) threads.emplace_back([this, i] { contexts_[i]->run(); });
+    contexts_.front()->run();
+    for (auto& t : threads) t.join();
+    cancel_signals_ = nullptr;
+    listeners_.clear();  // removes unix socket files
+    log::flush();
+}
+
+void server::stop() noexcept {
+    if (stopping_.exchange(true)) return;
+    net::post(*contexts_.front(), [this] {
+        for (auto& l : listeners_) {
+            boost::system::error_code ec;
+            l->acceptor.close(ec);
+        }
+        for (std::size_t i = 0; i < contexts_.size(); ++i) net::post(*contexts_[i], [this, i] { close_idle_and_wait(i); });
+        if (connections_.load() == 0) {
+            finish_shutdown();
+            return;
+        }
+        // Busy connections get the grace period, then are closed.
+        auto grace = std::make_shared<net::steady_timer>(*contexts_.front(), options_.limits.graceful_timeout);
+        grace->async_wait([this, grace](boost::system::error_code ec) {
+            if (ec) return;
+            if (connections_.load() > 0)
+                log::warning("graceful shutdown: closing " + std::to_string(connections_.load()) +
+                             " connection(s) still busy after the grace period");
+            for (std::size_t i = 0; i < contexts_.size(); ++i)
+                net::post(*contexts_[i], [this, i] {
+                    for (connection* c = slots_[i]->head; c; c = c->next_) c->close();
+                });
+            finish_shutdown();
+        });
+        grace_timer_ = grace;
+    });
+}
+
+void server::close_idle_and_wait(std::size_t slot_index) {
+    for (connection* c = slots_[slot_index]->head; c; c = c->next_)
+        if (c->idle_) c->close();
+}
+
+void server::finish_shutdown() {
+    if (auto g = grace_timer_.lock()) g->cancel();
+    if (cancel_signals_) cancel_signals_();
+    for (std::size_t i = 0; i < contexts_.size(); ++i) net::post(*contexts_[i], [this, i] { slots_[i]->work.reset(); });
+}
+
+}  // namespace corgi

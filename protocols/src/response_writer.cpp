@@ -1,0 +1,287 @@
+// Sends a corgi::response: the head and the first body bytes in one gathered write, files by sendfile, streaming
+// bodies chunked (HTTP/1.1), length-delimited (when the handler set Content-Length) or close-delimited.
+#include "response_writer.hpp"
+
+#include <corgi/core/http_error.hpp>
+#include <corgi/core/log.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/write.hpp>
+
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#include <array>
+#include <charconv>
+#include <ctime>
+
+namespace corgi::protocols::detail {
+
+namespace {
+
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+// "Date: Tue, 15 Nov 1994 08:12:31 GMT\r\n", formatted once a second per thread.
+std::string_view date_line() {
+    thread_local std::time_t cached = 0;
+    thread_local char text[64];
+    thread_local std::size_t length = 0;
+    std::time_t now = std::time(nullptr);
+    if (now != cached) {
+        cached = now;
+        std::tm tm{};
+        ::gmtime_r(&now, &tm);
+        length = std::strftime(text, sizeof text, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    }
+    return {text, length};
+}
+
+void append_number(std::string& out, std::uint64_t n) {
+    char buf[24];
+    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, n);
+    out.append(buf, end);
+}
+
+bool status_has_no_body(int status) { return (status >= 100 && status < 200) || status == 204 || status == 304; }
+
+std::optional<std::uint64_t> declared_length(const response& res) {
+    const std::string* v = res.headers.find("Content-Length");
+    if (!v) return std::nullopt;
+    std::uint64_t n = 0;
+    auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+    if (ec != std::errc() || end != v->data() + v->size()) return std::nullopt;
+    return n;
+}
+
+// Writes a producer's chunks; the first write carries the head along.
+class stream_writer final : public body_writer {
+public:
+    stream_writer(output& out, std::string& head, bool chunked, bool discard)
+        : out_(out), head_(head), chunked_(chunked), discard_(discard) {}
+
+    task<void> write(std::string_view data) override {
+        if (data.empty() || discard_) co_return;
+        std::array<net::const_buffer, 4> bufs;
+        std::size_t n = 0;
+        if (!head_sent_) bufs[n++] = net::buffer(head_);
+        if (chunked_) {
+            char hex[20];
+            auto [end, ec] = std::to_chars(hex, hex + 16, data.size(), 16);
+            std::size_t len = static_cast<std::size_t>(end - hex);
+            hex[len++] = '\r';
+            hex[len++] = '\n';
+            bufs[n++] = net::buffer(hex, len);
+            bufs[n++] = net::buffer(data);
+            bufs[n++] = net::buffer("\r\n", 2);
+            co_await send(std::span(bufs.data(), n));
+        } else {
+            bufs[n++] = net::buffer(data);
+            co_await send(std::span(bufs.data(), n));
+        }
+        body_bytes_ += data.size();
+    }
+
+    // The end of the body: the head if nothing was written yet, and the last chunk.
+    task<void> finish() {
+        std::array<net::const_buffer, 2> bufs;
+        std::size_t n = 0;
+        if (!head_sent_) bufs[n++] = net::buffer(head_);
+        if (chunked_ && !discard_) bufs[n++] = net::buffer("0\r\n\r\n", 5);
+        if (n) co_await send(std::span(bufs.data(), n));
+    }
+
+    bool head_sent() const noexcept { return head_sent_; }
+    bool write_failed() const noexcept { return write_failed_; }
+    std::uint64_t body_bytes() const noexcept { return body_bytes_; }
+
+private:
+    task<void> send(std::span<const net::const_buffer> bufs) {
+        try {
+            head_sent_ = true;
+            co_await out_.write(bufs);
+        } catch (...) {
+            write_failed_ = true;
+            throw;
+        }
+    }
+
+    output& out_;
+    std::string& head_;
+    bool chunked_;
+    bool discard_;
+    bool head_sent_ = false;
+    bool write_failed_ = false;
+    std::uint64_t body_bytes_ = 0;
+};
+
+// Sends a file range: sendfile(2) straight from the page cache when the output is the socket, else pread + write.
+task<std::uint64_t> send_file(output& out, file_range& file, std::string& head) {
+    std::array<net::const_buffer, 1> head_buf{net::buffer(head)};
+    co_await out.write(head_buf);
+    std::uint64_t sent = 0;
+    if (auto* sock = dynamic_cast<socket_output*>(&out)) {
+        connection& conn = sock->conn();
+        int fd = conn.socket().native_handle();
+        off_t offset = static_cast<off_t>(file.offset);
+        conn.socket().non_blocking(true);
+        while (sent < file.length) {
+            std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(file.length - sent, 1 << 20));
+            ssize_t n = ::sendfile(fd, file.file.get(), &offset, want);
+            if (n > 0) {
+                sent += static_cast<std::uint64_t>(n);
+                continue;
+            }
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                conn.expires_after(conn.limits().write_timeout);
+                auto [ec] = co_await conn.socket().async_wait(net::socket_base::wait_write, use_tuple);
+                if (ec) throw boost::system::system_error(ec);
+                continue;
+            }
+            if (n == 0) throw std::runtime_error("file shrank while being sent");
+            throw boost::system::system_error(errno, boost::system::system_category());
+        }
+        co_return sent;
+    }
+    std::string block(64 * 1024, '\0');
+    while (sent < file.length) {
+        std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(file.length - sent, block.size()));
+        ssize_t n = ::pread(file.file.get(), block.data(), want, static_cast<off_t>(file.offset + sent));
+        if (n <= 0) throw std::runtime_error("file shrank while being sent");
+        std::array<net::const_buffer, 1> b{net::buffer(block.data(), static_cast<std::size_t>(n))};
+        co_await out.write(b);
+        sent += static_cast<std::uint64_t>(n);
+    }
+    co_return sent;
+}
+
+}  // namespace
+
+task<void> socket_output::write(std::span<const net::const_buffer> buffers) {
+    conn_.expires_after(conn_.limits().write_timeout);
+    auto [ec, n] = co_await net::async_write(conn_.socket(), buffers, use_tuple);
+    if (ec) throw boost::system::system_error(ec);
+}
+
+void append_head(std::string& out, const response& res, const response_framing& framing,
+                 std::optional<std::uint64_t> body_length, bool chunked, bool keep_alive) {
+    if (framing.style == head_style::http) {
+        out += framing.version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    } else {
+        out += "Status: ";
+    }
+    append_number(out, static_cast<std::uint64_t>(res.status));
+    out += ' ';
+    out += reason_phrase(res.status);
+    out += "\r\n";
+    bool has_date = false, has_server = false, has_length = false;
+    for (const auto& [name, value] : res.headers) {
+        // Framing is ours to decide: a handler's Transfer-Encoding or Connection would contradict it.
+        if (iequals(name, "Transfer-Encoding") || iequals(name, "Connection") || iequals(name, "Keep-Alive"))
+            continue;
+        if (iequals(name, "Content-Length")) {
+            if (!body_length) continue;
+            has_length = true;
+        }
+        has_date = has_date || iequals(name, "Date");
+        has_server = has_server || iequals(name, "Server");
+        out += name;
+        out += ": ";
+        out += value;
+        out += "\r\n";
+    }
+    if (framing.style == head_style::http) {
+        if (!has_date) out += date_line();
+        if (!has_server) out += "Server: corgi\r\n";
+    }
+    if (body_length && !has_length && !(status_has_no_body(res.status))) {
+        out += "Content-Length: ";
+        append_number(out, *body_length);
+        out += "\r\n";
+    }
+    if (chunked) out += "Transfer-Encoding: chunked\r\n";
+    if (framing.style == head_style::http) {
+        if (!keep_alive && framing.version == 11) out += "Connection: close\r\n";
+        if (keep_alive && framing.version == 10) out += "Connection: keep-alive\r\n";
+    }
+    out += "\r\n";
+}
+
+task<send_result> send_response(connection& conn, output& out, response& res, const response_framing& framing,
+                                std::string& scratch) {
+    (void)conn;
+    send_result result;
+    result.keep_alive = framing.keep_alive;
+    scratch.clear();
+    const bool no_body = status_has_no_body(res.status);
+
+    if (auto* text = std::get_if<std::string>(&res.body)) {
+        append_head(scratch, res, framing, no_body ? std::nullopt : std::optional(std::uint64_t(text->size())),
+                    false, result.keep_alive);
+        std::array<net::const_buffer, 2> bufs{net::buffer(scratch), net::buffer(*text)};
+        bool with_body = !framing.head_request && !no_body && !text->empty();
+        co_await out.write(std::span(bufs.data(), with_body ? 2 : 1));
+        result.body_bytes = with_body ? text->size() : 0;
+        co_return result;
+    }
+
+    if (auto* file = std::get_if<file_range>(&res.body)) {
+        append_head(scratch, res, framing, file->length, false, result.keep_alive);
+        if (framing.head_request || no_body) {
+            std::array<net::const_buffer, 1> head{net::buffer(scratch)};
+            co_await out.write(head);
+        } else {
+            result.body_bytes = co_await send_file(out, *file, scratch);
+        }
+        co_return result;
+    }
+
+    // A producer: length-delimited if the handler declared one, else chunked (HTTP/1.1) or close-delimited.
+    auto& producer = std::get<body_producer>(res.body);
+    std::optional<std::uint64_t> length = declared_length(res);
+    bool chunked = !length && framing.chunked_allowed && !no_body;
+    if (!length && !chunked && framing.length_needed_for_keep_alive) result.keep_alive = false;
+    append_head(scratch, res, framing, length, chunked, result.keep_alive);
+    bool discard = framing.head_request || no_body;
+    stream_writer writer(out, scratch, chunked, discard);
+    std::exception_ptr failure;
+    if (!discard && producer) {
+        try {
+            co_await producer(writer);
+        } catch (...) {
+            failure = std::current_exception();
+        }
+    }
+    if (failure) {
+        if (!writer.write_failed()) {
+            try {
+                std::rethrow_exception(failure);
+            } catch (const std::exception& e) {
+                log::error(std::string("streaming response body failed: ") + e.what());
+            } catch (...) {
+                log::error("streaming response body failed");
+            }
+        }
+        result.keep_alive = false;
+        if (writer.head_sent() || writer.write_failed()) {
+            result.aborted = true;  // the client must see a truncated response, not a complete one
+            result.body_bytes = writer.body_bytes();
+            co_return result;
+        }
+        // Nothing went out yet: a plain 500 is still possible.
+        response err = response::error(500);
+        response_framing f = framing;
+        f.keep_alive = false;
+        co_return co_await send_response(conn, out, err, f, scratch);
+    }
+    if (length && writer.body_bytes() != *length && !discard) {
+        log::error("streaming response declared Content-Length " + std::to_string(*length) + " but produced " +
+                   std::to_string(writer.body_bytes()) + " bytes");
+        result.keep_alive = false;
+        result.aborted = writer.body_bytes() < *length;
+    }
+    if (!result.aborted) co_await writer.finish();
+    result.body_bytes = writer.body_bytes();
+    co_return result;
+}
+
+}  // namespace corgi::protocols::detail
