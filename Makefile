@@ -7,8 +7,11 @@ CTEST_FLAGS ?=
 
 .PHONY: run test deps build test-sanitize fuzz bench clean
 
+# The demo: C++ routes and built-in targets from examples/demo.json, a Flask app and the async-resources WSGI app
+# mounted beside them in the same URL map.
 run: build
-	./$(BUILD)/bin/corgi --config examples/demo.json
+	./$(BUILD)/bin/corgi --config examples/demo.json \
+	  --mount /flask=examples/flask_app.py:app --mount /async=examples/wsgi_async_resources.py
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure $(CTEST_FLAGS)

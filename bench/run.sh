@@ -82,15 +82,15 @@ if [ "$what" = wsgi ] || [ "$what" = all ]; then
   bench_server "corgi wsgi hello" / "$CORGI" --http 127.0.0.1:PORT --io-threads 1 --threads 1 --disable-logging \
     --pythonpath bench/apps --wsgi hello_wsgi:application
   bench_server "uwsgi --http-socket hello" / uwsgi --plugin python3 --http-socket 127.0.0.1:PORT --processes 1 \
-    --disable-logging --pythonpath bench/apps --wsgi-file bench/apps/hello_wsgi.py --master=false
+    --disable-logging --pythonpath bench/apps --wsgi-file bench/apps/hello_wsgi.py
   bench_server "uwsgi --http11-socket hello" / uwsgi --plugin python3 --http11-socket 127.0.0.1:PORT --processes 1 \
-    --disable-logging --pythonpath bench/apps --wsgi-file bench/apps/hello_wsgi.py --master=false
+    --disable-logging --pythonpath bench/apps --wsgi-file bench/apps/hello_wsgi.py
   bench_server "gunicorn sync hello" / gunicorn --chdir bench/apps -w 1 -b 127.0.0.1:PORT hello_wsgi:application
   bench_server "gunicorn gthread(4) hello" / gunicorn --chdir bench/apps -w 1 -k gthread --threads 4 -b 127.0.0.1:PORT hello_wsgi:application
   bench_server "corgi flask hello" / "$CORGI" --http 127.0.0.1:PORT --io-threads 1 --threads 1 --disable-logging \
     --pythonpath bench/apps --wsgi hello_flask:app
   bench_server "uwsgi --http11-socket flask" / uwsgi --plugin python3 --http11-socket 127.0.0.1:PORT --processes 1 \
-    --disable-logging --pythonpath bench/apps --module hello_flask:app --master=false
+    --disable-logging --pythonpath bench/apps --module hello_flask:app
   bench_server "gunicorn sync flask" / gunicorn --chdir bench/apps -w 1 -b 127.0.0.1:PORT hello_flask:app
   ceiling=$($PY bench/apps/flask_ceiling.py 20000)
   echo "flask in-process ceiling: $ceiling calls/s"

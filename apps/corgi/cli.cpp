@@ -1,4 +1,5 @@
-// Flag parsing. Flags mirror uWSGI and Gunicorn where they overlap (--http, --socket, --wsgi, --threads ...).
+// Flag parsing. Flags mirror uWSGI and Gunicorn where they overlap (--http, --socket, --wsgi,
+// --threads ...).
 #include "cli.hpp"
 
 #include <charconv>
@@ -21,7 +22,8 @@ std::uint64_t parse_count(const std::string& flag, const std::string& value) {
 std::chrono::milliseconds parse_seconds(const std::string& flag, const std::string& value) {
     double s = 0;
     auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), s);
-    if (value.empty() || ec != std::errc() || end != value.data() + value.size() || s < 0 || !std::isfinite(s))
+    if (value.empty() || ec != std::errc() || end != value.data() + value.size() || s < 0 ||
+        !std::isfinite(s))
         throw usage_error(flag + " expects seconds (a non-negative number), got '" + value + "'");
     return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(s * 1000)));
 }
@@ -45,7 +47,8 @@ listeners (repeatable; ADDR is host:port, :port, [::1]:port or unix:/path):
   --fastcgi-socket ADDR    FastCGI (fastcgi_pass)    --scgi-socket ADDR    SCGI (scgi_pass)
   --chmod-socket MODE      mode of unix sockets, e.g. 660
 configuration:
-  --config FILE.json       settings and routes (flags given after it override it)
+  --config FILE.json       settings and routes (flags given after it override it;
+                           listener flags replace its `listen`)
   --io-threads N           threads for connections and C++ handlers (default: cores)
 python (WSGI):
   --wsgi MODULE[:CALLABLE] app mounted at /      --wsgi-file PATH.py   app from a file, mounted at /
@@ -72,9 +75,12 @@ options parse(const std::vector<std::string>& args) {
     }
     auto& cfg = o.cfg;
     using setter = std::function<void(const std::string& flag, const std::string& value)>;
+    // Listener flags replace the config file's `listen` list as a whole (whatever their order), so
+    // `--config prod.json --http 127.0.0.1:9000` serves only on 9000.
+    std::vector<listen_entry> flag_listeners;
     auto listener = [&](const char* proto) {
-        return [&cfg, proto](const std::string& f, const std::string& v) {
-            cfg.listen.push_back({proto, parse_address(f, v)});
+        return [&flag_listeners, proto](const std::string& f, const std::string& v) {
+            flag_listeners.push_back({proto, parse_address(f, v)});
         };
     };
     const std::map<std::string, setter, std::less<>> with_value = {
@@ -105,19 +111,24 @@ options parse(const std::vector<std::string>& args) {
              if (cfg.python.fibers == 0) throw usage_error(f + " must be at least 1");
          }},
         {"--fiber-stack-kib",
-         [&](const std::string& f, const std::string& v) { cfg.python.fiber_stack_kib = parse_count(f, v); }},
+         [&](const std::string& f, const std::string& v) {
+             cfg.python.fiber_stack_kib = parse_count(f, v);
+         }},
         {"--wsgi", [&](const std::string&, const std::string& v) { cfg.python.wsgi = v; }},
         {"--module", [&](const std::string&, const std::string& v) { cfg.python.wsgi = v; }},
-        {"--wsgi-file", [&](const std::string&, const std::string& v) { cfg.python.wsgi_file = v; }},
+        {"--wsgi-file",
+         [&](const std::string&, const std::string& v) { cfg.python.wsgi_file = v; }},
         {"--callable", [&](const std::string&, const std::string& v) { cfg.python.callable = v; }},
         {"--mount",
          [&](const std::string& f, const std::string& v) {
              auto eq = v.find('=');
              if (eq == std::string::npos || eq == 0 || v[0] != '/' || eq + 1 == v.size())
-                 throw usage_error(f + " expects /PREFIX=MODULE[:CALLABLE] or /PREFIX=PATH.py, got '" + v + "'");
+                 throw usage_error(
+                     f + " expects /PREFIX=MODULE[:CALLABLE] or /PREFIX=PATH.py, got '" + v + "'");
              cfg.python.mounts.emplace_back(v.substr(0, eq), v.substr(eq + 1));
          }},
-        {"--pythonpath", [&](const std::string&, const std::string& v) { cfg.python.pythonpath.push_back(v); }},
+        {"--pythonpath",
+         [&](const std::string&, const std::string& v) { cfg.python.pythonpath.push_back(v); }},
         {"--chdir", [&](const std::string&, const std::string& v) { cfg.python.chdir = v; }},
         {"--chmod-socket",
          [&](const std::string& f, const std::string& v) {
@@ -130,27 +141,39 @@ options parse(const std::vector<std::string>& args) {
         {"--max-header-bytes",
          [&](const std::string& f, const std::string& v) {
              cfg.server.limits.max_header_bytes = parse_count(f, v);
-             if (cfg.server.limits.max_header_bytes < 1024) throw usage_error(f + " must be at least 1024");
+             if (cfg.server.limits.max_header_bytes < 1024)
+                 throw usage_error(f + " must be at least 1024");
          }},
         {"--max-body-bytes",
-         [&](const std::string& f, const std::string& v) { cfg.server.limits.max_body_bytes = parse_count(f, v); }},
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.max_body_bytes = parse_count(f, v);
+         }},
         {"--max-connections",
          [&](const std::string& f, const std::string& v) {
              cfg.server.limits.max_connections = parse_count(f, v);
-             if (cfg.server.limits.max_connections == 0) throw usage_error(f + " must be at least 1");
+             if (cfg.server.limits.max_connections == 0)
+                 throw usage_error(f + " must be at least 1");
          }},
         {"--max-requests-per-connection",
          [&](const std::string& f, const std::string& v) {
              cfg.server.limits.max_requests_per_connection = parse_count(f, v);
          }},
         {"--header-timeout",
-         [&](const std::string& f, const std::string& v) { cfg.server.limits.header_timeout = parse_seconds(f, v); }},
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.header_timeout = parse_seconds(f, v);
+         }},
         {"--body-timeout",
-         [&](const std::string& f, const std::string& v) { cfg.server.limits.body_timeout = parse_seconds(f, v); }},
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.body_timeout = parse_seconds(f, v);
+         }},
         {"--keep-alive-timeout",
-         [&](const std::string& f, const std::string& v) { cfg.server.limits.idle_timeout = parse_seconds(f, v); }},
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.idle_timeout = parse_seconds(f, v);
+         }},
         {"--write-timeout",
-         [&](const std::string& f, const std::string& v) { cfg.server.limits.write_timeout = parse_seconds(f, v); }},
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.write_timeout = parse_seconds(f, v);
+         }},
         {"--graceful-timeout",
          [&](const std::string& f, const std::string& v) {
              cfg.server.limits.graceful_timeout = parse_seconds(f, v);
@@ -180,7 +203,8 @@ options parse(const std::vector<std::string>& args) {
             has_value = true;
         }
         auto it = with_value.find(flag);
-        if (it == with_value.end()) throw usage_error("unknown option '" + flag + "' (see corgi --help)");
+        if (it == with_value.end())
+            throw usage_error("unknown option '" + flag + "' (see corgi --help)");
         if (!has_value) {
             if (i + 1 >= args.size()) throw usage_error(flag + " needs a value");
             value = args[++i];
@@ -189,6 +213,7 @@ options parse(const std::vector<std::string>& args) {
             throw usage_error(flag + " belongs to 'corgi routes'");
         it->second(flag, value);
     }
+    if (!flag_listeners.empty()) cfg.listen = std::move(flag_listeners);
     return o;
 }
 

@@ -1,5 +1,5 @@
-// Command-line parsing for the corgi executable: flags onto corgi::config (after the JSON file), with every
-// mistake reported as a usage_error (exit status 2).
+// Command-line parsing for the corgi executable: flags onto corgi::config (after the JSON file),
+// with every mistake reported as a usage_error (exit status 2).
 #pragma once
 
 #include <corgi/core/config.hpp>
@@ -24,7 +24,8 @@ struct options {
     std::string build;  // corgi routes --build "endpoint key=value ..."
 };
 
-// Parses argv (without argv[0]); reads --config files as it meets them so later flags override them.
+// Parses argv (without argv[0]); reads --config files as it meets them so later flags override
+// them.
 options parse(const std::vector<std::string>& args);
 
 const char* help_text();

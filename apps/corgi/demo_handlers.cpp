@@ -1,5 +1,5 @@
-// Demo endpoints: small, but each shows one part of the request model (arguments, query, streaming, timers,
-// bodies, errors).
+// Demo endpoints: small, but each shows one part of the request model (arguments, query, streaming,
+// timers, bodies, errors).
 #include "demo_handlers.hpp"
 
 #include <corgi/core/http_error.hpp>
@@ -15,7 +15,8 @@ namespace corgi::demo {
 
 namespace {
 
-std::uint64_t query_number(const request& req, std::string_view name, std::uint64_t fallback, std::uint64_t max) {
+std::uint64_t query_number(const request& req, std::string_view name, std::uint64_t fallback,
+                           std::uint64_t max) {
     auto v = req.query_param(name);
     if (!v) return fallback;
     std::uint64_t n = 0;
@@ -39,7 +40,8 @@ task<response> stream(request& req) {
     auto chunks = query_number(req, "chunks", 5, 100000);
     co_return response::stream(
         [chunks](body_writer& w) -> task<void> {
-            for (std::uint64_t i = 0; i < chunks; ++i) co_await w.write("chunk " + std::to_string(i) + "\n");
+            for (std::uint64_t i = 0; i < chunks; ++i)
+                co_await w.write("chunk " + std::to_string(i) + "\n");
         },
         "text/plain; charset=utf-8");
 }
@@ -73,16 +75,23 @@ task<response> fail(request&) {
 }  // namespace
 
 std::map<std::string, handler, std::less<>> handlers() {
-    return {{"hello", hello},       {"plaintext", plaintext}, {"json", json_hello}, {"stream", stream},
-            {"sleep", sleep_handler}, {"echo_body", echo_body}, {"big", big},       {"fail", fail}};
+    return {{"hello", hello},
+            {"plaintext", plaintext},
+            {"json", json_hello},
+            {"stream", stream},
+            {"sleep", sleep_handler},
+            {"echo_body", echo_body},
+            {"big", big},
+            {"fail", fail}};
 }
 
 std::vector<route_entry> routes() {
     return {
-        rule("/", "index",
-             return_target(200,
-                           "corgi demo: /hello/<name> /plaintext /json /stream?chunks=N /sleep?ms=N "
-                           "/echo/<path:rest> /upload (POST) /big?bytes=N\n")),
+        rule(
+            "/", "index",
+            return_target(200,
+                          "corgi demo: /hello/<name> /plaintext /json /stream?chunks=N /sleep?ms=N "
+                          "/echo/<path:rest> /upload (POST) /big?bytes=N\n")),
         rule("/hello", "hello", hello),
         rule("/hello/<name>", "hello_name", hello),
         rule("/plaintext", "plaintext", plaintext),

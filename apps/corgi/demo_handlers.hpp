@@ -1,5 +1,5 @@
-// The C++ endpoints the stock binary registers by name (for {"handler": "..."} in configs) and the demo URL map it
-// serves when nothing else is configured.
+// The C++ endpoints the stock binary registers by name (for {"handler": "..."} in configs) and the
+// demo URL map it serves when nothing else is configured.
 #pragma once
 
 #include <corgi/core/route_config.hpp>

@@ -1,4 +1,5 @@
-// corgi: serve C++ handlers and WSGI apps over HTTP/1.1, uwsgi, FastCGI and SCGI; or inspect the URL map.
+// corgi: serve C++ handlers and WSGI apps over HTTP/1.1, uwsgi, FastCGI and SCGI; or inspect the
+// URL map.
 #include "cli.hpp"
 #include "demo_handlers.hpp"
 
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -25,12 +27,15 @@ using namespace corgi;
 
 constexpr const char* version_text = "corgi 0.1.0";
 
-// --wsgi / --wsgi-file / --mount become mount entries after the config's own routes, so one map serves both.
+// --wsgi / --wsgi-file / --mount become mount entries after the config's own routes, so one map
+// serves both.
 nlohmann::json all_routes(const config& cfg) {
     nlohmann::json routes = cfg.routes;
-    for (const auto& [prefix, app] : cfg.python.mounts) routes.push_back({{"mount", prefix}, {"wsgi", app}});
+    for (const auto& [prefix, app] : cfg.python.mounts)
+        routes.push_back({{"mount", prefix}, {"wsgi", app}});
     if (!cfg.python.wsgi.empty()) routes.push_back({{"mount", "/"}, {"wsgi", cfg.python.wsgi}});
-    if (!cfg.python.wsgi_file.empty()) routes.push_back({{"mount", "/"}, {"wsgi", cfg.python.wsgi_file}});
+    if (!cfg.python.wsgi_file.empty())
+        routes.push_back({{"mount", "/"}, {"wsgi", cfg.python.wsgi_file}});
     return routes;
 }
 
@@ -93,7 +98,8 @@ int routes_command(const cli::options& o) {
         while (in >> item) {
             auto eq = item.find('=');
             if (eq == std::string::npos) {
-                std::cerr << "corgi: --build expects \"endpoint key=value ...\", got '" << item << "'\n";
+                std::cerr << "corgi: --build expects \"endpoint key=value ...\", got '" << item
+                          << "'\n";
                 return 2;
             }
             values.emplace_back(item.substr(0, eq), item.substr(eq + 1));
@@ -112,14 +118,17 @@ int routes_command(const cli::options& o) {
         w_rule = std::max(w_rule, r.pattern.size());
         w_endpoint = std::max(w_endpoint, r.endpoint.size());
     }
-    auto pad = [](std::string s, std::size_t w) { return s.size() < w ? s + std::string(w - s.size(), ' ') : s; };
-    std::cout << pad("RULE", w_rule) << "  " << pad("ENDPOINT", w_endpoint) << "  KIND      METHODS\n";
+    auto pad = [](std::string s, std::size_t w) {
+        return s.size() < w ? s + std::string(w - s.size(), ' ') : s;
+    };
+    std::cout << pad("RULE", w_rule) << "  " << pad("ENDPOINT", w_endpoint)
+              << "  KIND      METHODS\n";
     for (const auto& r : rules) {
         std::string methods;
         for (const auto& m : r.methods) methods += (methods.empty() ? "" : ",") + m;
         const char* kind = r.type == route_entry::kind::mount ? "mount" : "rule";
-        std::cout << pad(r.pattern, w_rule) << "  " << pad(r.endpoint, w_endpoint) << "  " << pad(kind, 8) << "  "
-                  << (methods.empty() ? "*" : methods) << "\n";
+        std::cout << pad(r.pattern, w_rule) << "  " << pad(r.endpoint, w_endpoint) << "  "
+                  << pad(kind, 8) << "  " << (methods.empty() ? "*" : methods) << "\n";
     }
     return 0;
 }
@@ -129,7 +138,8 @@ int serve_command(cli::options& o) {
     if (cfg.listen.empty()) cfg.listen.push_back({"http", listen_address::parse("127.0.0.1:8000")});
     log::set_access_log_enabled(cfg.access_log);
 #ifdef CORGI_WITH_WSGI
-    bool python = cfg.python.enabled() || all_routes(cfg).dump().find("\"wsgi\"") != std::string::npos;
+    bool python =
+        cfg.python.enabled() || all_routes(cfg).dump().find("\"wsgi\"") != std::string::npos;
     if (python) wsgi::initialize(cfg.python);
 #endif
     std::shared_ptr<url_map> map = build_map(cfg, true);
@@ -140,7 +150,8 @@ int serve_command(cli::options& o) {
         std::cerr << "corgi: serving " << l.protocol << " on " << bound.to_string() << "\n";
     }
     std::cerr << "corgi: " << srv.limits().max_connections << " max connections, "
-              << (cfg.server.io_threads ? cfg.server.io_threads : std::thread::hardware_concurrency())
+              << (cfg.server.io_threads ? cfg.server.io_threads
+                                        : std::thread::hardware_concurrency())
               << " io thread(s)\n";
     srv.run();
 #ifdef CORGI_WITH_WSGI
@@ -165,6 +176,10 @@ int main(int argc, char** argv) {
             std::cout << version_text << "\n";
             return 0;
         }
+        // Absolute first: wsgi::initialize changes to it again, and a relative path would then
+        // miss.
+        if (!o.cfg.python.chdir.empty())
+            o.cfg.python.chdir = std::filesystem::absolute(o.cfg.python.chdir).string();
         if (!o.cfg.python.chdir.empty() && ::chdir(o.cfg.python.chdir.c_str()) != 0) {
             std::cerr << "corgi: cannot chdir to '" << o.cfg.python.chdir << "'\n";
             return 2;
@@ -175,8 +190,9 @@ int main(int argc, char** argv) {
         std::cerr << "corgi: " << e.what() << "\n";
         return 2;
     } catch (const config_error& e) {
-        std::cerr << "corgi: config error at " << (e.pointer.empty() ? std::string("(file)") : e.pointer) << ": "
-                  << e.what() << "\n";
+        std::cerr << "corgi: config error at "
+                  << (e.pointer.empty() ? std::string("(file)") : e.pointer) << ": " << e.what()
+                  << "\n";
         return 2;
     } catch (const routing_error& e) {
         std::cerr << "corgi: bad URL map: " << e.what() << "\n";

@@ -17,7 +17,7 @@ bool iequals(std::string_view a, std::string_view b) noexcept {
 }
 
 const std::string* header_map::find(std::string_view name) const noexcept {
-    for (const auto& f : fields_)
+    for (const auto& f : *this)
         if (iequals(f.first, name)) return &f.second;
     return nullptr;
 }
@@ -30,7 +30,7 @@ std::string_view header_map::get(std::string_view name) const noexcept {
 std::string header_map::get_joined(std::string_view name) const {
     std::string out;
     bool first = true;
-    for (const auto& f : fields_) {
+    for (const auto& f : *this) {
         if (!iequals(f.first, name)) continue;
         if (!first) out += ", ";
         out += f.second;
@@ -40,7 +40,13 @@ std::string header_map::get_joined(std::string_view name) const {
 }
 
 void header_map::add(std::string_view name, std::string_view value) {
-    fields_.emplace_back(std::string(name), std::string(value));
+    if (size_ < fields_.size()) {
+        fields_[size_].first.assign(name);
+        fields_[size_].second.assign(value);
+    } else {
+        fields_.emplace_back(std::string(name), std::string(value));
+    }
+    ++size_;
 }
 
 void header_map::set(std::string_view name, std::string_view value) {
@@ -49,7 +55,14 @@ void header_map::set(std::string_view name, std::string_view value) {
 }
 
 void header_map::erase(std::string_view name) {
-    std::erase_if(fields_, [&](const field& f) { return iequals(f.first, name); });
+    // Stable removal within [0, size_); removed fields rotate behind it, keeping their capacity.
+    std::size_t out = 0;
+    for (std::size_t i = 0; i < size_; ++i) {
+        if (iequals(fields_[i].first, name)) continue;
+        if (out != i) std::swap(fields_[out], fields_[i]);
+        ++out;
+    }
+    size_ = out;
 }
 
 }  // namespace corgi

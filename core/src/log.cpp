@@ -19,10 +19,10 @@ namespace {
 
 std::atomic<bool> access_enabled{true};
 
-// The access log buffer: appended under a mutex (cheap: no syscall), written by a background thread every 100 ms
-// or when it grows past 64 KiB, so the request path never waits on stdout.
+// The access log buffer: appended under a mutex (cheap: no syscall), written by a background thread
+// every 100 ms or when it grows past 64 KiB, so the request path never waits on stdout.
 class access_buffer {
-public:
+  public:
     access_buffer() : writer_([this] { run(); }) {}
     ~access_buffer() {
         {
@@ -50,7 +50,7 @@ public:
         write_all(out);
     }
 
-private:
+  private:
     static void write_all(const std::string& s) {
         std::size_t off = 0;
         while (off < s.size()) {

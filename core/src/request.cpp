@@ -15,6 +15,17 @@ int hex_value(char c) noexcept {
 
 std::string percent_decode(std::string_view in, bool plus_as_space) {
     std::string out;
+    percent_decode_into(in, out, plus_as_space);
+    return out;
+}
+
+void percent_decode_into(std::string_view in, std::string& out, bool plus_as_space) {
+    out.clear();
+    if (in.find('%') == std::string_view::npos &&
+        (!plus_as_space || in.find('+') == std::string_view::npos)) {
+        out.assign(in);
+        return;
+    }
     out.reserve(in.size());
     for (std::size_t i = 0; i < in.size(); ++i) {
         char c = in[i];
@@ -28,7 +39,6 @@ std::string percent_decode(std::string_view in, bool plus_as_space) {
         }
         out.push_back(plus_as_space && c == '+' ? ' ' : c);
     }
-    return out;
 }
 
 std::string percent_encode(std::string_view in, std::string_view safe) {
@@ -36,8 +46,8 @@ std::string percent_encode(std::string_view in, std::string_view safe) {
     std::string out;
     out.reserve(in.size());
     for (unsigned char c : in) {
-        bool unreserved = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                          c == '-' || c == '.' || c == '_' || c == '~';
+        bool unreserved = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                          (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
         if (unreserved || (c != 0 && safe.find(char(c)) != std::string_view::npos)) {
             out.push_back(char(c));
         } else {

@@ -1,5 +1,6 @@
-// Compiles the JSON `routes` of a config file into a url_map. Every error names the JSON pointer of what is
-// wrong (the entry, or the key inside it), so `corgi --config` can point the user at the exact spot.
+// Compiles the JSON `routes` of a config file into a url_map. Every error names the JSON pointer of
+// what is wrong (the entry, or the key inside it), so `corgi --config` can point the user at the
+// exact spot.
 #include <corgi/core/route_config.hpp>
 
 #include "targets_detail.hpp"
@@ -44,12 +45,13 @@ std::string quoted_list(std::initializer_list<std::string_view> names) {
     return s;
 }
 
-constexpr std::string_view rule_keys[] = {"rule",     "endpoint", "methods", "strict_slashes",
-                                          "return",   "echo",     "redirect", "static",
-                                          "handler",  "wsgi"};
-constexpr std::string_view mount_keys[] = {"mount", "endpoint", "wsgi", "static", "handler", "echo", "return"};
+constexpr std::string_view rule_keys[] = {"rule", "endpoint", "methods", "strict_slashes", "return",
+                                          "echo", "redirect", "static",  "handler",        "wsgi"};
+constexpr std::string_view mount_keys[] = {"mount",   "endpoint", "wsgi",  "static",
+                                           "handler", "echo",     "return"};
 constexpr std::string_view submount_keys[] = {"submount", "routes"};
-constexpr std::string_view rule_targets[] = {"return", "echo", "redirect", "static", "handler", "wsgi"};
+constexpr std::string_view rule_targets[] = {"return", "echo",    "redirect",
+                                             "static", "handler", "wsgi"};
 constexpr std::string_view mount_targets[] = {"wsgi", "static", "handler", "echo", "return"};
 
 template <std::size_t N>
@@ -72,8 +74,9 @@ void check_keys(const json& entry, const std::string& pointer, const std::string
                 std::string_view what) {
     for (auto& [key, value] : entry.items()) {
         if (!one_of(key, allowed)) {
-            throw config_error(child(pointer, key), "unknown key \"" + key + "\" in a " + std::string(what) +
-                                                        " entry (expected one of: " + list_of(allowed) + ")");
+            throw config_error(child(pointer, key),
+                               "unknown key \"" + key + "\" in a " + std::string(what) +
+                                   " entry (expected one of: " + list_of(allowed) + ")");
         }
     }
 }
@@ -92,7 +95,7 @@ struct seen_rule {
 };
 
 class compiler {
-public:
+  public:
     explicit compiler(const route_targets& targets) : targets_(targets) {}
 
     void entries(const json& routes, const std::string& pointer, const std::string& prefix,
@@ -114,7 +117,7 @@ public:
         }
     }
 
-private:
+  private:
     route_entry submount_entry(const json& e, const std::string& p, const std::string& prefix) {
         check_keys(e, p, submount_keys, "submount");
         const std::string& sub = string_at(e, "submount", p);
@@ -132,7 +135,8 @@ private:
         std::string mount_prefix = string_at(e, "mount", p);
         if ((!mount_prefix.empty() && mount_prefix.front() != '/') ||
             mount_prefix.find('<') != std::string::npos) {
-            throw config_error(child(p, "mount"), "a mount prefix must start with '/' and be static");
+            throw config_error(child(p, "mount"),
+                               "a mount prefix must start with '/' and be static");
         }
         std::string full = detail::join_prefix(prefix, mount_prefix);
         while (!full.empty() && full.back() == '/') full.pop_back();
@@ -189,8 +193,9 @@ private:
         auto methods = detail::normalize_methods(options.methods);
         for (auto& s : seen_) {
             if (s.key == key && detail::methods_overlap(s.methods, methods)) {
-                throw config_error(child(p, "rule"), "rule \"" + full + "\" duplicates rule \"" + s.pattern +
-                                                         "\" at " + s.pointer + " for the same methods");
+                throw config_error(child(p, "rule"), "rule \"" + full + "\" duplicates rule \"" +
+                                                         s.pattern + "\" at " + s.pointer +
+                                                         " for the same methods");
             }
         }
         seen_.push_back(seen_rule{std::move(key), std::move(methods), p, full});
@@ -207,7 +212,8 @@ private:
         std::string lp = child(p, "redirect");
         if (redirect.is_string()) {
             location = redirect.get<std::string>();
-        } else if (redirect.is_object() && redirect.contains("location") && redirect.at("location").is_string()) {
+        } else if (redirect.is_object() && redirect.contains("location") &&
+                   redirect.at("location").is_string()) {
             location = redirect.at("location").get<std::string>();
             lp = child(lp, "location");
         } else {
@@ -219,7 +225,8 @@ private:
             if (close == std::string_view::npos) break;
             auto name = rest.substr(open + 1, close - open - 1);
             if (std::find(arguments.begin(), arguments.end(), name) == arguments.end()) {
-                throw config_error(lp, "placeholder <" + std::string(name) + "> is not an argument of the rule");
+                throw config_error(
+                    lp, "placeholder <" + std::string(name) + "> is not an argument of the rule");
             }
             rest.remove_prefix(close + 1);
         }
@@ -231,12 +238,13 @@ private:
         for (auto& [key, value] : e.items()) {
             if (!one_of(key, allowed)) continue;
             if (!found.empty()) {
-                throw config_error(child(p, key), "an entry has one target; \"" + std::string(found) +
-                                                      "\" is already given");
+                throw config_error(child(p, key), "an entry has one target; \"" +
+                                                      std::string(found) + "\" is already given");
             }
             found = *std::find(std::begin(allowed), std::end(allowed), key);
         }
-        if (found.empty()) throw config_error(p, "the entry needs a target, one of: " + list_of(allowed));
+        if (found.empty())
+            throw config_error(p, "the entry needs a target, one of: " + list_of(allowed));
         const json& v = e.at(std::string(found));
         std::string tp = child(p, found);
         if (found == "return") return return_spec(v, tp);
@@ -271,7 +279,8 @@ private:
         if (!v.is_string() || v.get_ref<const std::string&>().empty()) {
             throw config_error(tp, "must be \"module:callable\" or a .py file");
         }
-        if (!targets_.wsgi) throw config_error(tp, "WSGI applications are not available in this program");
+        if (!targets_.wsgi)
+            throw config_error(tp, "WSGI applications are not available in this program");
         handler h = targets_.wsgi(e, p);
         if (!h) throw config_error(tp, "the WSGI application could not be loaded");
         return h;
@@ -281,7 +290,8 @@ private:
         if (v.is_string()) return return_target(200, v.get<std::string>());
         if (v.is_number_integer()) return return_target(status_of(v, tp), {});
         if (!v.is_object()) {
-            throw config_error(tp, "must be an object {status, body, content_type, headers}, a body or a status");
+            throw config_error(
+                tp, "must be an object {status, body, content_type, headers}, a body or a status");
         }
         int status = 200;
         std::string body, content_type = "text/plain; charset=utf-8";
@@ -297,14 +307,16 @@ private:
                 if (!value.is_string()) throw config_error(kp, "must be a string");
                 content_type = value.get<std::string>();
             } else if (key == "headers") {
-                if (!value.is_object()) throw config_error(kp, "must be an object of header names to values");
+                if (!value.is_object())
+                    throw config_error(kp, "must be an object of header names to values");
                 for (auto& [name, hv] : value.items()) {
                     if (!hv.is_string()) throw config_error(child(kp, name), "must be a string");
                     headers.emplace_back(name, hv.get<std::string>());
                 }
             } else {
-                throw config_error(kp, "unknown key \"" + key + "\" (expected one of: " +
-                                           quoted_list({"status", "body", "content_type", "headers"}) + ")");
+                throw config_error(
+                    kp, "unknown key \"" + key + "\" (expected one of: " +
+                            quoted_list({"status", "body", "content_type", "headers"}) + ")");
             }
         }
         return detail::return_target_with_headers(status, std::move(body), std::move(content_type),
@@ -320,10 +332,12 @@ private:
 
     static handler redirect_spec(const json& v, const std::string& tp) {
         if (v.is_string()) {
-            if (v.get_ref<const std::string&>().empty()) throw config_error(tp, "must not be empty");
+            if (v.get_ref<const std::string&>().empty())
+                throw config_error(tp, "must not be empty");
             return redirect_target(v.get<std::string>());
         }
-        if (!v.is_object()) throw config_error(tp, "must be a location or {\"location\", \"status\"}");
+        if (!v.is_object())
+            throw config_error(tp, "must be a location or {\"location\", \"status\"}");
         std::string location;
         int status = 308;
         for (auto& [key, value] : v.items()) {
@@ -335,11 +349,13 @@ private:
                 location = value.get<std::string>();
             } else if (key == "status") {
                 status = status_of(value, kp);
-                if (status != 301 && status != 302 && status != 303 && status != 307 && status != 308) {
+                if (status != 301 && status != 302 && status != 303 && status != 307 &&
+                    status != 308) {
                     throw config_error(kp, "must be 301, 302, 303, 307 or 308");
                 }
             } else {
-                throw config_error(kp, "unknown key \"" + key + "\" (expected \"location\" or \"status\")");
+                throw config_error(
+                    kp, "unknown key \"" + key + "\" (expected \"location\" or \"status\")");
             }
         }
         if (location.empty()) throw config_error(tp, "needs \"location\"");

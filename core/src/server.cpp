@@ -1,4 +1,5 @@
-// The server loop: io threads (one io_context each), acceptors, connection registry and graceful shutdown.
+// The server loop: io threads (one io_context each), acceptors, connection registry and graceful
+// shutdown.
 #include <corgi/core/log.hpp>
 #include <corgi/core/server.hpp>
 
@@ -22,6 +23,7 @@
 #include <charconv>
 #include <optional>
 #include <thread>
+#include <utility>
 
 namespace corgi {
 
@@ -30,7 +32,8 @@ namespace {
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 // "127.0.0.1" / "::1" and the port of a socket address; IPv4-mapped IPv6 shown as IPv4.
-void describe(const net::generic::stream_protocol::endpoint& ep, std::string& addr, std::uint16_t& port) {
+void describe(const net::generic::stream_protocol::endpoint& ep, std::string& addr,
+              std::uint16_t& port) {
     char text[INET6_ADDRSTRLEN] = {};
     const sockaddr* sa = ep.data();
     if (sa->sa_family == AF_INET) {
@@ -63,7 +66,8 @@ listen_address listen_address::parse(std::string_view text) {
     if (text.starts_with("unix:")) {
         a.is_unix = true;
         a.path = std::string(text.substr(5));
-        if (a.path.empty()) throw std::invalid_argument("empty unix socket path in '" + std::string(text) + "'");
+        if (a.path.empty())
+            throw std::invalid_argument("empty unix socket path in '" + std::string(text) + "'");
         if (a.path.size() >= sizeof(sockaddr_un{}.sun_path))
             throw std::invalid_argument("unix socket path too long: '" + a.path + "'");
         return a;
@@ -72,7 +76,8 @@ listen_address listen_address::parse(std::string_view text) {
     if (text.starts_with("[")) {
         auto close = text.find(']');
         if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
-            throw std::invalid_argument("bad address '" + std::string(text) + "': expected [ipv6]:port");
+            throw std::invalid_argument("bad address '" + std::string(text) +
+                                        "': expected [ipv6]:port");
         host = text.substr(1, close - 1);
         port = text.substr(close + 2);
     } else {
@@ -83,7 +88,8 @@ listen_address listen_address::parse(std::string_view text) {
         host = text.substr(0, colon);
         port = text.substr(colon + 1);
         if (host.find(':') != std::string_view::npos)
-            throw std::invalid_argument("bad address '" + std::string(text) + "': put IPv6 hosts in brackets");
+            throw std::invalid_argument("bad address '" + std::string(text) +
+                                        "': put IPv6 hosts in brackets");
     }
     unsigned value = 0;
     auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
@@ -114,7 +120,8 @@ struct server::listener {
     }
 };
 
-// Per io thread: its live connections (touched only on that thread) and the guard that keeps run() going.
+// Per io thread: its live connections (touched only on that thread) and the guard that keeps run()
+// going.
 struct server::thread_slot {
     connection* head = nullptr;
     std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
@@ -140,28 +147,50 @@ bool connection::draining() const noexcept { return owner_.stopping(); }
 
 void connection::expires_after(std::chrono::steady_clock::duration d) noexcept {
     deadline_ = std::chrono::steady_clock::now() + d;
-    if (!watchdog_armed_ && !closed_) start_watchdog();
+    if (closed_) return;
+    if (!watchdog_armed_) {
+        start_watchdog();
+    } else if (deadline_ < armed_until_ && !rearm_pending_) {
+        // A later deadline is picked up lazily when the armed wait fires; an earlier one cancels
+        // the wait, whose handler re-arms for the new deadline.
+        rearm_pending_ = true;
+        watchdog_.cancel();
+    }
 }
 
-void connection::expires_never() noexcept { deadline_ = std::chrono::steady_clock::time_point::max(); }
+void connection::expires_never() noexcept {
+    deadline_ = std::chrono::steady_clock::time_point::max();
+}
 
 void connection::start_watchdog() {
     watchdog_armed_ = true;
+    armed_until_ = deadline_;
     watchdog_.expires_at(deadline_);
     watchdog_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
         self->watchdog_armed_ = false;
-        if (!ec) self->on_watchdog();
+        const bool rearm = std::exchange(self->rearm_pending_, false);
+        if (self->closed_) return;
+        if (!ec || rearm) self->on_watchdog();
     });
 }
 
 void connection::on_watchdog() {
     if (closed_ || deadline_ == std::chrono::steady_clock::time_point::max()) return;
-    if (std::chrono::steady_clock::now() >= deadline_) {
-        timed_out_ = true;
-        close();
-    } else {
+    if (std::chrono::steady_clock::now() < deadline_) {
         start_watchdog();  // the deadline moved while we slept
+        return;
     }
+    if (timed_out_) {
+        close();  // the session had its chance to answer 408 and did not finish in time
+        return;
+    }
+    // First expiry: cancel pending operations so the session can still answer (408) on the open
+    // socket, with a write-timeout's grace before the socket is closed for good.
+    timed_out_ = true;
+    boost::system::error_code ec;
+    socket_.cancel(ec);
+    deadline_ = std::chrono::steady_clock::now() + limits().write_timeout;
+    start_watchdog();
 }
 
 void connection::set_idle(bool idle) noexcept {
@@ -182,7 +211,8 @@ void connection::close() noexcept {
 // server
 
 server::server(server_options options) : options_(std::move(options)) {
-    std::size_t n = options_.io_threads ? options_.io_threads : std::max(1u, std::thread::hardware_concurrency());
+    std::size_t n = options_.io_threads ? options_.io_threads
+                                        : std::max(1u, std::thread::hardware_concurrency());
     options_.io_threads = n;
     for (std::size_t i = 0; i < n; ++i) {
         contexts_.push_back(std::make_unique<net::io_context>(1));
@@ -202,19 +232,26 @@ listen_address server::listen(const listen_address& address, protocol proto) {
         throw std::system_error(ec, std::string("cannot ") + what + " " + address.to_string());
     };
     if (address.is_unix) {
-        // A stale socket file left by a crash is replaced; one that a live process answers on is an error.
+        // A stale socket file left by a crash is replaced; one that a live process answers on is an
+        // error.
         struct stat st {};
         if (::lstat(address.path.c_str(), &st) == 0) {
-            if (!S_ISSOCK(st.st_mode))
-                throw std::system_error(std::make_error_code(std::errc::file_exists),
-                                        "cannot listen on " + address.to_string() + ": not a socket");
+            if (!S_ISSOCK(st.st_mode)) {
+                l->address.path.clear();  // not ours: the listener's destructor must not unlink it
+                throw std::system_error(
+                    std::make_error_code(std::errc::file_exists),
+                    "cannot listen on " + address.to_string() + ": not a socket");
+            }
             net::local::stream_protocol::socket probe(*contexts_.front());
             boost::system::error_code probe_ec;
             probe.connect(net::local::stream_protocol::endpoint(address.path), probe_ec);
-            if (!probe_ec)
+            if (!probe_ec) {
+                l->address.path.clear();  // another server's socket: the listener's destructor must
+                                          // not unlink it
                 throw std::system_error(std::make_error_code(std::errc::address_in_use),
                                         "cannot listen on " + address.to_string() +
                                             ": another process is serving on it");
+            }
             ::unlink(address.path.c_str());
         }
         net::local::stream_protocol::endpoint ep(address.path);
@@ -313,8 +350,10 @@ task<void> server::accept_loop(std::shared_ptr<listener> l) {
                 }
                 conn->close();
                 thread_slot& slot = *slots_[conn->thread_index_];
-                if (conn->prev_) conn->prev_->next_ = conn->next_;
-                else if (slot.head == conn.get()) slot.head = conn->next_;
+                if (conn->prev_)
+                    conn->prev_->next_ = conn->next_;
+                else if (slot.head == conn.get())
+                    slot.head = conn->next_;
                 if (conn->next_) conn->next_->prev_ = conn->prev_;
                 conn->prev_ = conn->next_ = nullptr;
                 if (connections_.fetch_sub(1, std::memory_order_acq_rel) == 1 && stopping())
@@ -325,10 +364,12 @@ task<void> server::accept_loop(std::shared_ptr<listener> l) {
 
 void server::run() {
     if (!handler_) handler_ = [](request&) -> task<response> { co_return response::error(404); };
-    for (auto& slot : slots_) slot->work.emplace(net::make_work_guard(*contexts_[&slot - &slots_[0]]));
+    for (auto& slot : slots_)
+        slot->work.emplace(net::make_work_guard(*contexts_[&slot - &slots_[0]]));
     for (auto& l : listeners_)
         net::co_spawn(*contexts_.front(), accept_loop(l), [l](std::exception_ptr e) {
-            if (e) log::error("acceptor for " + l->address.to_string() + " stopped by an exception");
+            if (e)
+                log::error("acceptor for " + l->address.to_string() + " stopped by an exception");
         });
     std::optional<net::signal_set> signals;
     if (options_.handle_signals) {
@@ -355,7 +396,8 @@ void server::run() {
         };
     }
     std::vector<std::thread> threads;
-    for (std::size_t i = 1; i < contexts_.size(); ++i) threads.emplace_back([this, i] { contexts_[i]->run(); });
+    for (std::size_t i = 1; i < contexts_.size(); ++i)
+        threads.emplace_back([this, i] { contexts_[i]->run(); });
     contexts_.front()->run();
     for (auto& t : threads) t.join();
     cancel_signals_ = nullptr;
@@ -370,21 +412,28 @@ void server::stop() noexcept {
             boost::system::error_code ec;
             l->acceptor.close(ec);
         }
-        for (std::size_t i = 0; i < contexts_.size(); ++i) net::post(*contexts_[i], [this, i] { close_idle_and_wait(i); });
+        for (std::size_t i = 0; i < contexts_.size(); ++i)
+            net::post(*contexts_[i], [this, i] { close_idle_and_wait(i); });
         if (connections_.load() == 0) {
             finish_shutdown();
             return;
         }
         // Busy connections get the grace period, then are closed.
-        auto grace = std::make_shared<net::steady_timer>(*contexts_.front(), options_.limits.graceful_timeout);
+        auto grace = std::make_shared<net::steady_timer>(*contexts_.front(),
+                                                         options_.limits.graceful_timeout);
         grace->async_wait([this, grace](boost::system::error_code ec) {
             if (ec) return;
             if (connections_.load() > 0)
                 log::warning("graceful shutdown: closing " + std::to_string(connections_.load()) +
                              " connection(s) still busy after the grace period");
+            // The grace period bounds the exit: handlers still running (a C++ handler waiting on a
+            // timer, a Python request) would keep their io_context alive, so each context is
+            // stopped after its sockets are closed; the remaining coroutine frames are destroyed
+            // with the io_context.
             for (std::size_t i = 0; i < contexts_.size(); ++i)
                 net::post(*contexts_[i], [this, i] {
                     for (connection* c = slots_[i]->head; c; c = c->next_) c->close();
+                    contexts_[i]->stop();
                 });
             finish_shutdown();
         });
@@ -400,7 +449,8 @@ void server::close_idle_and_wait(std::size_t slot_index) {
 void server::finish_shutdown() {
     if (auto g = grace_timer_.lock()) g->cancel();
     if (cancel_signals_) cancel_signals_();
-    for (std::size_t i = 0; i < contexts_.size(); ++i) net::post(*contexts_[i], [this, i] { slots_[i]->work.reset(); });
+    for (std::size_t i = 0; i < contexts_.size(); ++i)
+        net::post(*contexts_[i], [this, i] { slots_[i]->work.reset(); });
 }
 
 }  // namespace corgi

@@ -1,5 +1,6 @@
-// The built-in targets of the URL map: a fixed response, a redirect with `<name>` placeholders, a static
-// directory (realpath-confined, conditional and range requests, sent as an open file range) and `echo`.
+// The built-in targets of the URL map: a fixed response, a redirect with `<name>` placeholders, a
+// static directory (realpath-confined, conditional and range requests, sent as an open file range)
+// and `echo`.
 #include <corgi/core/http_error.hpp>
 #include <corgi/core/route_config.hpp>
 
@@ -35,8 +36,8 @@ struct fixed_response {
     std::vector<std::pair<std::string, std::string>> headers;
 };
 
-// Coroutines take their state by value (a shared_ptr), not through lambda captures: the frame then keeps it
-// alive whatever happens to the handler object during the request.
+// Coroutines take their state by value (a shared_ptr), not through lambda captures: the frame then
+// keeps it alive whatever happens to the handler object during the request.
 task<response> answer_fixed(std::shared_ptr<const fixed_response> f) {
     response res(f->status, f->body, f->content_type);
     for (auto& [name, value] : f->headers) res.headers.set(name, value);
@@ -62,7 +63,8 @@ void append_value(std::string& out, const route_value& v) {
         out += std::to_string(*i);
     } else {
         char buf[400];
-        auto res = std::to_chars(buf, buf + sizeof buf, std::get<double>(v), std::chars_format::fixed);
+        auto res =
+            std::to_chars(buf, buf + sizeof buf, std::get<double>(v), std::chars_format::fixed);
         std::string_view text(buf, static_cast<std::size_t>(res.ptr - buf));
         out += text;
         if (text.find('.') == std::string_view::npos) out += ".0";
@@ -157,13 +159,14 @@ std::string http_date(std::time_t t) {
     std::tm tm{};
     gmtime_r(&t, &tm);
     char buf[64];
-    std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", day_names[tm.tm_wday], tm.tm_mday,
-                  month_names[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", day_names[tm.tm_wday],
+                  tm.tm_mday, month_names[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                  tm.tm_sec);
     return buf;
 }
 
-// Parses an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"); nullopt for anything else, which RFC 9110 says to
-// ignore.
+// Parses an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"); nullopt for anything else, which RFC
+// 9110 says to ignore.
 std::optional<std::time_t> parse_http_date(std::string_view s) {
     if (s.size() != 29 || s[3] != ',' || s[4] != ' ' || s.substr(26) != "GMT") return std::nullopt;
     auto num = [&](std::size_t pos, std::size_t len) -> int {
@@ -182,8 +185,8 @@ std::optional<std::time_t> parse_http_date(std::string_view s) {
     tm.tm_hour = num(17, 2);
     tm.tm_min = num(20, 2);
     tm.tm_sec = num(23, 2);
-    if (tm.tm_mday < 1 || tm.tm_mon < 0 || year < 1970 || tm.tm_hour < 0 || tm.tm_min < 0 || tm.tm_sec < 0 ||
-        s[16] != ' ' || s[19] != ':' || s[22] != ':') {
+    if (tm.tm_mday < 1 || tm.tm_mon < 0 || year < 1970 || tm.tm_hour < 0 || tm.tm_min < 0 ||
+        tm.tm_sec < 0 || s[16] != ' ' || s[19] != ':' || s[22] != ':') {
         return std::nullopt;
     }
     tm.tm_year = year - 1900;
@@ -221,8 +224,8 @@ bool parse_u64(std::string_view s, std::uint64_t& v) {
     return ec == std::errc() && end == s.data() + s.size();
 }
 
-// One `bytes=` range (a-b, a-, -n). Several ranges are answered with the whole file (RFC 9110 allows it), and
-// syntax errors make the header ignored.
+// One `bytes=` range (a-b, a-, -n). Several ranges are answered with the whole file (RFC 9110
+// allows it), and syntax errors make the header ignored.
 range_outcome parse_range(std::string_view header, std::uint64_t size, byte_range& out) {
     header = trim_ows(header);
     if (header.size() < 6 || !iequals(header.substr(0, 6), "bytes=")) return range_outcome::ignore;
@@ -265,7 +268,8 @@ std::optional<std::string> real_path(const std::string& path) {
     return out;
 }
 
-// Opens a file resolved under the root. O_NONBLOCK so that a FIFO planted in the tree cannot block the io thread.
+// Opens a file resolved under the root. O_NONBLOCK so that a FIFO planted in the tree cannot block
+// the io thread.
 file_descriptor open_regular(const static_root& st, const std::string& path, struct stat& info,
                              std::string& resolved) {
     auto real = real_path(path);
@@ -366,15 +370,16 @@ response serve_static(const static_root& st, request& req) {
             offset = r.first;
             length = r.last - r.first + 1;
             res.headers.set("Content-Range", "bytes " + std::to_string(r.first) + '-' +
-                                                 std::to_string(r.last) + '/' + std::to_string(size));
+                                                 std::to_string(r.last) + '/' +
+                                                 std::to_string(size));
         }
     }
     res.body = file_range{std::move(file), offset, length};
     return res;
 }
 
-// 403/404/405 come back as responses rather than exceptions: a scanner probing for files is common traffic,
-// and a handler composing this one gets a plain response to look at.
+// 403/404/405 come back as responses rather than exceptions: a scanner probing for files is common
+// traffic, and a handler composing this one gets a plain response to look at.
 task<response> answer_static(std::shared_ptr<const static_root> st, request& req) {
     try {
         co_return serve_static(*st, req);
@@ -419,16 +424,11 @@ task<response> answer_echo(request& req) {
         headers[lower] = req.headers.get_joined(name);
     }
     nlohmann::json doc = {
-        {"endpoint", req.endpoint},
-        {"args", std::move(args)},
-        {"method", req.method},
-        {"path", req.path},
-        {"script_name", req.script_name},
-        {"path_info", req.path_info},
-        {"query", std::move(query)},
-        {"headers", std::move(headers)},
-        {"protocol", req.protocol_name},
-        {"remote_addr", req.remote_addr},
+        {"endpoint", req.endpoint},       {"args", std::move(args)},
+        {"method", req.method},           {"path", req.path},
+        {"script_name", req.script_name}, {"path_info", req.path_info},
+        {"query", std::move(query)},      {"headers", std::move(headers)},
+        {"protocol", req.protocol_name},  {"remote_addr", req.remote_addr},
         {"body_length", body_length},
     };
     // Paths are raw decoded bytes: invalid UTF-8 is replaced rather than failing the dump.
@@ -483,7 +483,8 @@ handler static_target(std::string root) {
     if (::stat(real->c_str(), &info) != 0 || (!S_ISDIR(info.st_mode) && !S_ISREG(info.st_mode))) {
         throw std::invalid_argument("static root '" + root + "' is neither a directory nor a file");
     }
-    auto st = std::make_shared<const static_root>(static_root{std::move(*real), S_ISREG(info.st_mode)});
+    auto st =
+        std::make_shared<const static_root>(static_root{std::move(*real), S_ISREG(info.st_mode)});
     return [st](request& req) { return answer_static(st, req); };
 }
 

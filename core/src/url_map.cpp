@@ -1,8 +1,9 @@
-// The URL map: werkzeug's routing model without regular expressions. Rules are parsed into parts (one per
-// path segment, or one "final" part swallowing the rest of the path once a `path` converter appears) and put in a
-// tree matched like werkzeug's StateMachineMatcher: static children first, then dynamic ones by weight, with
-// backtracking. Converters validate while matching (werkzeug validates after the match and gives up with a 404
-// when, say, an int is out of range; here the next candidate rule is tried instead).
+// The URL map: werkzeug's routing model without regular expressions. Rules are parsed into parts
+// (one per path segment, or one "final" part swallowing the rest of the path once a `path`
+// converter appears) and put in a tree matched like werkzeug's StateMachineMatcher: static children
+// first, then dynamic ones by weight, with backtracking. Converters validate while matching
+// (werkzeug validates after the match and gives up with a 404 when, say, an int is out of range;
+// here the next candidate rule is tried instead).
 #include <corgi/core/url_map.hpp>
 
 #include "url_map_detail.hpp"
@@ -68,8 +69,8 @@ struct conv_arg {
     bool quoted = false;
 };
 
-// werkzeug's converter argument syntax: comma-separated values, optionally `name=`, values being True/False,
-// numbers, identifiers or quoted strings (' or ", with an optional u/r prefix).
+// werkzeug's converter argument syntax: comma-separated values, optionally `name=`, values being
+// True/False, numbers, identifiers or quoted strings (' or ", with an optional u/r prefix).
 std::vector<conv_arg> parse_converter_args(std::string_view pattern, std::string_view text) {
     std::vector<conv_arg> args;
     std::size_t i = 0;
@@ -94,14 +95,16 @@ std::vector<conv_arg> parse_converter_args(std::string_view pattern, std::string
         }
         // value
         std::size_t start = i;
-        if (i < text.size() && (text[i] == 'u' || text[i] == 'r' || text[i] == 'U' || text[i] == 'R') &&
+        if (i < text.size() &&
+            (text[i] == 'u' || text[i] == 'r' || text[i] == 'U' || text[i] == 'R') &&
             i + 1 < text.size() && (text[i + 1] == '"' || text[i + 1] == '\'')) {
             ++i;
         }
         if (i < text.size() && (text[i] == '"' || text[i] == '\'')) {
             char quote = text[i];
             std::size_t end = text.find(quote, i + 1);
-            if (end == std::string_view::npos) fail(pattern, "unterminated string in converter arguments");
+            if (end == std::string_view::npos)
+                fail(pattern, "unterminated string in converter arguments");
             arg.value.assign(text.substr(i + 1, end - i - 1));
             arg.quoted = true;
             i = end + 1;
@@ -131,13 +134,13 @@ enum class conv_kind { string, integer, floating, path, uuid, any };
 
 struct converter {
     conv_kind kind = conv_kind::string;
-    std::size_t minlength = 1;                 // string
-    std::optional<std::size_t> maxlength;      // string
-    std::size_t fixed_digits = 0;              // int
+    std::size_t minlength = 1;             // string
+    std::optional<std::size_t> maxlength;  // string
+    std::size_t fixed_digits = 0;          // int
     std::optional<std::int64_t> int_min, int_max;
     std::optional<double> float_min, float_max;
-    bool is_signed = false;                    // int, float
-    std::vector<std::string> items;            // any
+    bool is_signed = false;          // int, float
+    std::vector<std::string> items;  // any
 
     bool operator==(const converter&) const = default;
 
@@ -145,9 +148,12 @@ struct converter {
     int weight() const noexcept {
         switch (kind) {
             case conv_kind::integer:
-            case conv_kind::floating: return 50;
-            case conv_kind::path: return 200;
-            default: return 100;
+            case conv_kind::floating:
+                return 50;
+            case conv_kind::path:
+                return 200;
+            default:
+                return 100;
         }
     }
     bool part_isolating() const noexcept { return kind != conv_kind::path; }
@@ -156,10 +162,12 @@ struct converter {
     std::size_t max_run(std::string_view text, std::size_t pos) const noexcept {
         std::size_t end = pos;
         switch (kind) {
-            case conv_kind::path: return text.size() - pos;
+            case conv_kind::path:
+                return text.size() - pos;
             case conv_kind::integer:
             case conv_kind::floating:
-                while (end < text.size() && (is_digit(text[end]) || text[end] == '.' || text[end] == '-')) {
+                while (end < text.size() &&
+                       (is_digit(text[end]) || text[end] == '.' || text[end] == '-')) {
                     ++end;
                 }
                 return end - pos;
@@ -192,13 +200,15 @@ struct converter {
                 if (!valid_uuid(v)) return false;
                 set_string(slot, v);
                 auto& s = std::get<std::string>(slot);
-                for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+                for (char& c : s)
+                    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
                 return true;
             }
             case conv_kind::integer: {
                 std::string_view digits = v;
                 if (is_signed && digits.front() == '-') digits.remove_prefix(1);
-                if (digits.empty() || !std::all_of(digits.begin(), digits.end(), is_digit)) return false;
+                if (digits.empty() || !std::all_of(digits.begin(), digits.end(), is_digit))
+                    return false;
                 if (fixed_digits && v.size() != fixed_digits) return false;
                 std::int64_t value = 0;
                 auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), value);
@@ -211,13 +221,17 @@ struct converter {
                 std::string_view body = v;
                 if (is_signed && body.front() == '-') body.remove_prefix(1);
                 auto dot = body.find('.');
-                if (dot == std::string_view::npos || dot == 0 || dot + 1 == body.size()) return false;
-                auto digits = [](std::string_view s) { return std::all_of(s.begin(), s.end(), is_digit); };
+                if (dot == std::string_view::npos || dot == 0 || dot + 1 == body.size())
+                    return false;
+                auto digits = [](std::string_view s) {
+                    return std::all_of(s.begin(), s.end(), is_digit);
+                };
                 if (!digits(body.substr(0, dot)) || !digits(body.substr(dot + 1))) return false;
                 double value = 0;
                 auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), value);
                 if (ec != std::errc() || end != v.data() + v.size()) return false;
-                if ((float_min && value < *float_min) || (float_max && value > *float_max)) return false;
+                if ((float_min && value < *float_min) || (float_max && value > *float_max))
+                    return false;
                 slot = value;
                 return true;
             }
@@ -234,8 +248,8 @@ struct converter {
         return true;
     }
 
-    // Formats a value given to build() (as text) the way the URL carries it; false with `why` when the value
-    // cannot be produced by this converter.
+    // Formats a value given to build() (as text) the way the URL carries it; false with `why` when
+    // the value cannot be produced by this converter.
     bool to_url(std::string_view v, std::string& out, std::string& why) const {
         switch (kind) {
             case conv_kind::string: {
@@ -267,7 +281,8 @@ struct converter {
                     return false;
                 }
                 out.assign(v);
-                for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+                for (char& c : out)
+                    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
                 return true;
             case conv_kind::integer: {
                 std::int64_t value = 0;
@@ -315,7 +330,8 @@ struct converter {
                 char buf[400];
                 auto res = std::to_chars(buf, buf + sizeof buf, value, std::chars_format::fixed);
                 out.assign(buf, res.ptr);
-                if (out.find('.') == std::string::npos) out += ".0";  // the matcher wants digits.digits
+                if (out.find('.') == std::string::npos)
+                    out += ".0";  // the matcher wants digits.digits
                 return true;
             }
         }
@@ -344,8 +360,12 @@ struct converter {
                 s = "string(minlength=" + std::to_string(minlength);
                 opt("maxlength", maxlength);
                 break;
-            case conv_kind::path: s = "path("; break;
-            case conv_kind::uuid: s = "uuid("; break;
+            case conv_kind::path:
+                s = "path(";
+                break;
+            case conv_kind::uuid:
+                s = "uuid(";
+                break;
             case conv_kind::any:
                 s = "any(";
                 for (auto& item : items) s += std::to_string(item.size()) + ':' + item + ',';
@@ -368,11 +388,14 @@ struct converter {
 };
 
 // Builds a converter from its name and arguments, checking them as werkzeug's constructors would.
-converter make_converter(std::string_view pattern, std::string_view name, std::string_view args_text) {
+converter make_converter(std::string_view pattern, std::string_view name,
+                         std::string_view args_text) {
     converter c;
     auto args = parse_converter_args(pattern, args_text);
     std::string conv_name(name);
-    auto bad = [&](const std::string& what) { fail(pattern, "converter '" + conv_name + "': " + what); };
+    auto bad = [&](const std::string& what) {
+        fail(pattern, "converter '" + conv_name + "': " + what);
+    };
     // Assigns positional then keyword arguments to the parameters, in werkzeug's order.
     auto bind = [&](std::vector<std::string_view> params) {
         std::vector<const conv_arg*> bound(params.size(), nullptr);
@@ -416,8 +439,10 @@ converter make_converter(std::string_view pattern, std::string_view name, std::s
         return v;
     };
     auto as_bool = [&](const conv_arg* a, std::string_view param) -> bool {
-        if (!a->quoted && (a->value == "True" || a->value == "true" || a->value == "1")) return true;
-        if (!a->quoted && (a->value == "False" || a->value == "false" || a->value == "0")) return false;
+        if (!a->quoted && (a->value == "True" || a->value == "true" || a->value == "1"))
+            return true;
+        if (!a->quoted && (a->value == "False" || a->value == "false" || a->value == "0"))
+            return false;
         bad("argument '" + std::string(param) + "' must be True or False, not '" + a->value + "'");
         return false;
     };
@@ -468,8 +493,8 @@ converter make_converter(std::string_view pattern, std::string_view name, std::s
     return c;
 }
 
-// werkzeug's Weighting: more static pieces first, longer static pieces first, more arguments first, then
-// lighter converters first.
+// werkzeug's Weighting: more static pieces first, longer static pieces first, more arguments first,
+// then lighter converters first.
 struct weighting {
     int neg_static_count = 0;
     std::vector<std::pair<int, int>> static_weights;
@@ -493,8 +518,8 @@ struct piece {
 
 struct part {
     bool is_static = true;
-    bool final = false;       // swallows the rest of the path (a path converter is in it)
-    std::string content;      // static part: the segment
+    bool final = false;         // swallows the rest of the path (a path converter is in it)
+    std::string content;        // static part: the segment
     std::vector<piece> pieces;  // dynamic part
     weighting weight;
 
@@ -572,14 +597,17 @@ parsed_pattern parse_pattern(std::string_view pattern) {
                         }
                         ++i;
                     }
-                    if (i == pattern.size()) fail(pattern, "unclosed '(' in converter");
+                    if (i == pattern.size())
+                        fail(pattern, "unclosed '(' or quote in converter arguments");
                     args = pattern.substr(a, i - a);
                     ++i;
                 }
-                if (i == pattern.size() || pattern[i] != ':') fail(pattern, "expected ':' after converter");
+                if (i == pattern.size() || pattern[i] != ':')
+                    fail(pattern, "expected ':' after converter");
                 std::size_t v = ++i;
                 while (i < pattern.size() && is_ident_char(pattern[i])) ++i;
-                if (i == v || !is_ident_start(pattern[v])) fail(pattern, "expected a variable name");
+                if (i == v || !is_ident_start(pattern[v]))
+                    fail(pattern, "expected a variable name");
                 var = pattern.substr(v, i - v);
             }
             if (i == pattern.size() || pattern[i] != '>') {
@@ -606,8 +634,8 @@ parsed_pattern parse_pattern(std::string_view pattern) {
             std::size_t start = i;
             while (i < pattern.size() && pattern[i] != '/' && pattern[i] != '<') ++i;
             auto text = pattern.substr(start, i - start);
-            cur.weight.static_weights.emplace_back(static_cast<int>(cur.weight.static_weights.size()),
-                                                   -static_cast<int>(text.size()));
+            cur.weight.static_weights.emplace_back(
+                static_cast<int>(cur.weight.static_weights.size()), -static_cast<int>(text.size()));
             add_literal(text);
             add_build_literal(text);
         }
@@ -690,11 +718,26 @@ namespace {
 bool path_safe(unsigned char c) noexcept {
     if (std::isalnum(c)) return true;
     switch (c) {
-        case '-': case '.': case '_': case '~':
-        case '!': case '$': case '&': case '\'': case '(': case ')': case '*': case '+': case ',':
-        case ';': case '=': case ':': case '@':
+        case '-':
+        case '.':
+        case '_':
+        case '~':
+        case '!':
+        case '$':
+        case '&':
+        case '\'':
+        case '(':
+        case ')':
+        case '*':
+        case '+':
+        case ',':
+        case ';':
+        case '=':
+        case ':':
+        case '@':
             return true;
-        default: return false;
+        default:
+            return false;
     }
 }
 void append_escape(std::string& out, unsigned char c) {
@@ -788,12 +831,17 @@ struct url_map::impl {
             switch (e.type) {
                 case route_entry::kind::submount:
                     if (!e.pattern.empty() && e.pattern.front() != '/') {
-                        throw routing_error("submount '" + e.pattern + "': prefix must start with '/'");
+                        throw routing_error("submount '" + e.pattern +
+                                            "': prefix must start with '/'");
                     }
                     add_entries(e.children, detail::join_prefix(prefix, e.pattern));
                     break;
-                case route_entry::kind::rule: add_rule(e, detail::join_prefix(prefix, e.pattern)); break;
-                case route_entry::kind::mount: add_mount(e, detail::join_prefix(prefix, e.pattern)); break;
+                case route_entry::kind::rule:
+                    add_rule(e, detail::join_prefix(prefix, e.pattern));
+                    break;
+                case route_entry::kind::mount:
+                    add_mount(e, detail::join_prefix(prefix, e.pattern));
+                    break;
             }
         }
     }
@@ -849,7 +897,8 @@ struct url_map::impl {
         while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
         for (auto* m : mounts) {
             if (m->prefix == prefix) {
-                throw routing_error("mount '" + (prefix.empty() ? "/" : prefix) + "' is declared twice");
+                throw routing_error("mount '" + (prefix.empty() ? "/" : prefix) +
+                                    "' is declared twice");
             }
         }
         auto r = std::make_unique<detail::rule_data>();
@@ -888,7 +937,8 @@ struct url_map::impl {
     };
 
     static bool method_ok(const detail::rule_data* r, std::string_view method) {
-        return r->methods.empty() || std::binary_search(r->methods.begin(), r->methods.end(), method);
+        return r->methods.empty() ||
+               std::binary_search(r->methods.begin(), r->methods.end(), method);
     }
 
     static void note_methods(const detail::rule_data* r, context& ctx) {
@@ -908,14 +958,16 @@ struct url_map::impl {
     static constexpr std::size_t no_parts = std::string_view::npos;
 
     // `pos` is where the next part of the path starts (no_parts when every part is consumed).
-    static step match_node(const detail::route_node& n, std::size_t pos, std::size_t depth, context& ctx) {
+    static step match_node(const detail::route_node& n, std::size_t pos, std::size_t depth,
+                           context& ctx) {
         if (pos == no_parts) {
             for (auto* r : n.rules) {
                 if (method_ok(r, ctx.method)) return accept(r, depth, ctx);
                 note_methods(r, ctx);
             }
             // The path would match with a trailing slash.
-            if (auto it = n.static_children.find(std::string_view()); it != n.static_children.end()) {
+            if (auto it = n.static_children.find(std::string_view());
+                it != n.static_children.end()) {
                 for (auto* r : it->second->rules) {
                     if (!method_ok(r, ctx.method)) continue;
                     if (r->strict_slashes) return step::slash;
@@ -926,8 +978,8 @@ struct url_map::impl {
         }
         auto path = ctx.path;
         std::size_t slash = path.find('/', pos);
-        std::string_view segment =
-            path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
+        std::string_view segment = path.substr(
+            pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
         std::size_t next = slash == std::string_view::npos ? no_parts : slash + 1;
 
         if (auto it = n.static_children.find(segment); it != n.static_children.end()) {
@@ -936,7 +988,8 @@ struct url_map::impl {
         for (auto& [p, child] : n.dynamic) {
             std::string_view target = p->final ? path.substr(pos) : segment;
             std::size_t after = p->final ? no_parts : next;
-            if (auto rv = match_pieces(*p, 0, target, 0, depth, *child, after, ctx); rv != step::none) {
+            if (auto rv = match_pieces(*p, 0, target, 0, depth, *child, after, ctx);
+                rv != step::none) {
                 return rv;
             }
         }
@@ -960,8 +1013,8 @@ struct url_map::impl {
         auto& pc = p.pieces[index];
         if (pc.is_literal) {
             if (target.substr(tpos).starts_with(pc.literal)) {
-                return match_pieces(p, index + 1, target, tpos + pc.literal.size(), depth, child, after,
-                                    ctx);
+                return match_pieces(p, index + 1, target, tpos + pc.literal.size(), depth, child,
+                                    after, ctx);
             }
             return step::none;
         }
@@ -974,7 +1027,8 @@ struct url_map::impl {
             if (rest == 0 || !pc.conv.convert(target.substr(tpos), slot)) return step::none;
             return match_pieces(p, index + 1, target, target.size(), depth + 1, child, after, ctx);
         }
-        const std::string* next_literal = p.pieces[index + 1].is_literal ? &p.pieces[index + 1].literal : nullptr;
+        const std::string* next_literal =
+            p.pieces[index + 1].is_literal ? &p.pieces[index + 1].literal : nullptr;
         std::size_t max = pc.conv.max_run(target, tpos);
         // Regex semantics: converters are greedy, but path is `[^/].*?` (shortest first).
         bool greedy = pc.conv.kind != detail::conv_kind::path;
@@ -982,7 +1036,8 @@ struct url_map::impl {
             std::size_t len = greedy ? max - k : k + 1;
             if (next_literal && !target.substr(tpos + len).starts_with(*next_literal)) continue;
             if (!pc.conv.convert(target.substr(tpos, len), args[depth].second)) continue;
-            if (auto rv = match_pieces(p, index + 1, target, tpos + len, depth + 1, child, after, ctx);
+            if (auto rv =
+                    match_pieces(p, index + 1, target, tpos + len, depth + 1, child, after, ctx);
                 rv != step::none) {
                 return rv;
             }
@@ -1026,7 +1081,8 @@ void url_map::match(std::string_view method, std::string_view path, match_result
         out.target = &r->target;
         out.endpoint = r->endpoint;
         out.args.resize(ctx.arg_count);
-        for (std::size_t i = 0; i < ctx.arg_count; ++i) out.args[i].first.assign(r->parsed.arg_names[i]);
+        for (std::size_t i = 0; i < ctx.arg_count; ++i)
+            out.args[i].first.assign(r->parsed.arg_names[i]);
         out.allow.clear();
         if (method == "OPTIONS" && !r->methods.empty()) {
             out.allow = r->methods;
@@ -1054,7 +1110,8 @@ void url_map::match(std::string_view method, std::string_view path, match_result
     }
     for (auto* m : impl_->mounts) {
         auto& prefix = m->prefix;
-        if (path.starts_with(prefix) && (path.size() == prefix.size() || path[prefix.size()] == '/')) {
+        if (path.starts_with(prefix) &&
+            (path.size() == prefix.size() || path[prefix.size()] == '/')) {
             out.status = 200;
             out.target = &m->target;
             out.endpoint = m->endpoint;
@@ -1069,8 +1126,8 @@ std::string url_map::build(std::string_view endpoint,
                            const std::vector<std::pair<std::string, std::string>>& values) const {
     std::string reasons;
     std::string url, formatted, why;
-    // werkzeug's build order: among the rules of the endpoint, those with more arguments first, so that
-    // build("page", {{"n", "2"}}) picks "/page/<int:n>" over "/page/" plus a query string.
+    // werkzeug's build order: among the rules of the endpoint, those with more arguments first, so
+    // that build("page", {{"n", "2"}}) picks "/page/<int:n>" over "/page/" plus a query string.
     std::vector<const detail::rule_data*> candidates;
     for (auto& r : impl_->rules) {
         if (r->endpoint == endpoint) candidates.push_back(r.get());
@@ -1125,8 +1182,11 @@ std::string url_map::build(std::string_view endpoint,
         }
         return url;
     }
-    if (candidates.empty()) throw routing_error("cannot build a URL: no rule has the endpoint '" + std::string(endpoint) + "'");
-    throw routing_error("cannot build a URL for endpoint '" + std::string(endpoint) + "'" + reasons);
+    if (candidates.empty())
+        throw routing_error("cannot build a URL: no rule has the endpoint '" +
+                            std::string(endpoint) + "'");
+    throw routing_error("cannot build a URL for endpoint '" + std::string(endpoint) + "'" +
+                        reasons);
 }
 
 std::vector<url_map::rule_info> url_map::rules() const {
@@ -1134,7 +1194,8 @@ std::vector<url_map::rule_info> url_map::rules() const {
     auto add = [&](const detail::rule_data* r) {
         out.push_back(rule_info{r->pattern, r->endpoint, r->methods, r->type});
     };
-    // Depth first in the matcher's order: rules ending here, static transitions, then dynamic ones by weight.
+    // Depth first in the matcher's order: rules ending here, static transitions, then dynamic ones
+    // by weight.
     auto walk = [&](auto& self, const detail::route_node& n) -> void {
         for (auto* r : n.rules) add(r);
         for (auto& [_, child] : n.static_children) self(self, *child);
@@ -1147,8 +1208,8 @@ std::vector<url_map::rule_info> url_map::rules() const {
 
 namespace {
 
-// The match result of the request being dispatched on this thread: its vectors and strings keep their capacity
-// from one request to the next. It is not used across a suspension.
+// The match result of the request being dispatched on this thread: its vectors and strings keep
+// their capacity from one request to the next. It is not used across a suspension.
 match_result& dispatch_scratch() {
     thread_local match_result scratch;
     return scratch;
@@ -1163,8 +1224,9 @@ std::string join_allow(const std::vector<std::string>& allow) {
     return s;
 }
 
-// A free function rather than a capturing coroutine lambda: the frame owns its copy of the map, so the matched
-// handler stays alive even if the dispatcher object goes away while a request is in flight.
+// A free function rather than a capturing coroutine lambda: the frame owns its copy of the map, so
+// the matched handler stays alive even if the dispatcher object goes away while a request is in
+// flight.
 task<response> dispatch(std::shared_ptr<const url_map> map, request& req) {
     auto& m = dispatch_scratch();
     map->match(req.method, req.path_info, m);
@@ -1200,7 +1262,8 @@ task<response> dispatch(std::shared_ptr<const url_map> map, request& req) {
             }
             co_return response::redirect(location, 308);
         }
-        default: co_return response::error(m.status);
+        default:
+            co_return response::error(m.status);
     }
 }
 

@@ -1,6 +1,6 @@
 // The smallest corgi program: a coroutine handler, a URL map with two rules, a server.
-#include <corgi/core/url_map.hpp>
 #include <corgi/core/server.hpp>
+#include <corgi/core/url_map.hpp>
 #include <corgi/protocols/protocols.hpp>
 
 #include <cstdlib>

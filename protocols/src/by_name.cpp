@@ -11,7 +11,8 @@ protocol by_name(std::string_view name) {
     if (name == "uwsgi") return uwsgi();
     if (name == "fastcgi") return fastcgi();
     if (name == "scgi") return scgi();
-    throw std::invalid_argument("unknown protocol '" + std::string(name) + "' (expected http, uwsgi, fastcgi or scgi)");
+    throw std::invalid_argument("unknown protocol '" + std::string(name) +
+                                "' (expected http, uwsgi, fastcgi or scgi)");
 }
 
 }  // namespace corgi::protocols

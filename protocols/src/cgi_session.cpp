@@ -1,5 +1,6 @@
-// One request per connection, as nginx's uwsgi_pass and scgi_pass use these protocols: read the head under the
-// header limit and timeout, stream the body under the body limit and timeout, answer, close.
+// One request per connection, as nginx's uwsgi_pass and scgi_pass use these protocols: read the
+// head under the header limit and timeout, stream the body under the body limit and timeout,
+// answer, close.
 #include "cgi_session.hpp"
 
 #include <corgi/core/http_error.hpp>
@@ -8,6 +9,7 @@
 #include <boost/asio/as_tuple.hpp>
 
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,17 +24,20 @@ std::string peer_of(const connection& conn) {
     return conn.remote_addr() + ":" + std::to_string(conn.remote_port());
 }
 
-// The body: first what arrived along with the head, then reads from the socket, up to CONTENT_LENGTH.
+// The body: first what arrived along with the head, then reads from the socket, up to
+// CONTENT_LENGTH.
 class stream_body final : public body_source {
-public:
-    stream_body(connection& conn, std::vector<char>& buffer, std::string_view leftover, std::uint64_t length)
+  public:
+    stream_body(connection& conn, std::vector<char>& buffer, std::string_view leftover,
+                std::uint64_t length)
         : conn_(conn), buffer_(buffer), leftover_(leftover), remaining_(length) {}
 
     task<std::string_view> read_some() override {
         if (failed_) throw bad_request("request body unavailable after an earlier error");
         if (remaining_ == 0) co_return std::string_view();
         if (!leftover_.empty()) {
-            auto n = static_cast<std::size_t>(std::min<std::uint64_t>(leftover_.size(), remaining_));
+            auto n =
+                static_cast<std::size_t>(std::min<std::uint64_t>(leftover_.size(), remaining_));
             std::string_view piece = leftover_.substr(0, n);
             leftover_ = {};  // bytes past CONTENT_LENGTH are not ours to give
             remaining_ -= n;
@@ -40,7 +45,8 @@ public:
         }
         conn_.expires_after(conn_.limits().body_timeout);
         auto want = static_cast<std::size_t>(std::min<std::uint64_t>(buffer_.size(), remaining_));
-        auto [ec, n] = co_await conn_.socket().async_read_some(net::buffer(buffer_.data(), want), use_tuple);
+        auto [ec, n] =
+            co_await conn_.socket().async_read_some(net::buffer(buffer_.data(), want), use_tuple);
         if (ec) {
             failed_ = true;
             if (conn_.timed_out()) throw http_error(408, "request body timed out");
@@ -53,7 +59,7 @@ public:
     bool complete() const noexcept { return remaining_ == 0; }
     bool failed() const noexcept { return failed_; }
 
-private:
+  private:
     connection& conn_;
     std::vector<char>& buffer_;
     std::string_view leftover_;
@@ -61,39 +67,83 @@ private:
     bool failed_ = false;
 };
 
+// What one request on one connection needs. These protocols open a connection per request, so the
+// state is pooled per io thread: the buffer, the request's strings and the head scratch keep their
+// capacity.
+struct stream_state {
+    std::vector<char> buffer;
+    request req;
+    cgi_request_builder builder;
+    std::string head;
+};
+
+class stream_state_lease {
+  public:
+    stream_state_lease() {
+        if (pool().empty()) {
+            state_ = std::make_unique<stream_state>();
+        } else {
+            state_ = std::move(pool().back());
+            pool().pop_back();
+        }
+    }
+    ~stream_state_lease() {
+        if (pool().size() >= max_pooled) return;
+        if (state_->buffer.capacity() > 64 * 1024) std::vector<char>().swap(state_->buffer);
+        pool().push_back(std::move(state_));
+    }
+    stream_state_lease(const stream_state_lease&) = delete;
+    stream_state_lease& operator=(const stream_state_lease&) = delete;
+    stream_state& operator*() noexcept { return *state_; }
+
+  private:
+    static constexpr std::size_t max_pooled = 256;
+    static std::vector<std::unique_ptr<stream_state>>& pool() {
+        thread_local std::vector<std::unique_ptr<stream_state>> states;
+        return states;
+    }
+    std::unique_ptr<stream_state> state_;
+};
+
+// Sends the response and logs it; false when the connection cannot be closed cleanly (peer gone,
+// aborted).
+task<bool> respond(connection& conn, const stream_protocol& proto, stream_state& s, response& res) {
+    response_framing framing;
+    framing.style = proto.style;
+    framing.version = s.req.version == 10 ? 10 : 11;
+    framing.keep_alive = false;
+    framing.head_request = s.req.method == "HEAD";
+    framing.chunked_allowed = false;  // nginx reads these responses to the end of the connection
+    if (s.req.method.empty()) s.req.method = "-";
+    socket_output out(conn);
+    try {
+        send_result sent = co_await send_response(conn, out, res, framing, s.head);
+        log::access(s.req, res.status, sent.body_bytes);
+        co_return !sent.aborted;
+    } catch (const std::exception&) {
+        log::access(s.req, res.status, 0);  // the proxy went away mid-response
+        co_return false;
+    }
+}
+
 }  // namespace
 
 task<void> serve_stream_request(connection& conn, const stream_protocol& proto) {
     const server_limits& limits = conn.limits();
     const std::size_t max_vars = limits.max_header_bytes;
     const std::size_t max_head = proto.max_head_bytes(max_vars);
-    std::vector<char> buffer(std::min<std::size_t>(max_head, 16 * 1024));
-    request req;
-    cgi_request_builder builder;
-    std::string head_scratch;
-    socket_output out(conn);
-    auto respond = [&](response& res) -> task<bool> {
-        response_framing framing;
-        framing.style = proto.style;
-        framing.version = req.version == 10 ? 10 : 11;
-        framing.keep_alive = false;
-        framing.head_request = req.method == "HEAD";
-        framing.chunked_allowed = false;  // nginx reads these responses to the end of the connection
-        if (req.method.empty()) req.method = "-";
-        try {
-            send_result sent = co_await send_response(conn, out, res, framing, head_scratch);
-            log::access(req, res.status, sent.body_bytes);
-            co_return !sent.aborted;
-        } catch (const std::exception&) {
-            log::access(req, res.status, 0);  // the proxy went away mid-response
-            co_return false;
-        }
-    };
+    stream_state_lease lease;
+    stream_state& s = *lease;
+    std::vector<char>& buffer = s.buffer;
+    request& req = s.req;
+    cgi_request_builder& builder = s.builder;
+    if (buffer.size() < 16 * 1024) buffer.resize(std::min<std::size_t>(max_head, 16 * 1024));
 
-    // The head: the idle timeout until its first byte, then the header timeout for all of it.
+    // The head, under the header timeout from the accept: a proxy writes its request as soon as it
+    // connects.
     conn.set_idle(true);
     if (conn.draining()) co_return;
-    conn.expires_after(limits.idle_timeout);
+    conn.expires_after(limits.header_timeout);
     builder.begin(req, proto.name);
     std::size_t used = 0;
     stream_head head;
@@ -103,15 +153,13 @@ task<void> serve_stream_request(connection& conn, const stream_protocol& proto) 
             net::buffer(buffer.data() + used, buffer.size() - used), use_tuple);
         if (ec) {
             if (used != 0)
-                log::warning(std::string(proto.name) + ": " +
-                             (conn.timed_out() ? "request head timed out" : "request head truncated") + " from " +
-                             peer_of(conn));
+                log::warning(
+                    std::string(proto.name) + ": " +
+                    (conn.timed_out() ? "request head timed out" : "request head truncated") +
+                    " from " + peer_of(conn));
             co_return;
         }
-        if (used == 0) {
-            conn.set_idle(false);
-            conn.expires_after(limits.header_timeout);
-        }
+        if (used == 0) conn.set_idle(false);
         used += n;
         head = proto.parse(std::string_view(buffer.data(), used), max_vars, builder);
         if (head.state == stream_head::status::complete) break;
@@ -120,21 +168,24 @@ task<void> serve_stream_request(connection& conn, const stream_protocol& proto) 
                          "; connection closed");
             co_return;
         }
-        if (used == max_head) {  // the parser asks for more than the limit allows: it would have said so
-            log::warning(std::string(proto.name) + ": request head too large from " + peer_of(conn));
+        if (used ==
+            max_head) {  // the parser asks for more than the limit allows: it would have said so
+            log::warning(std::string(proto.name) + ": request head too large from " +
+                         peer_of(conn));
             co_return;
         }
     }
 
     if (const char* problem = builder.finish()) {
-        log::warning(std::string(proto.name) + ": bad request from " + peer_of(conn) + ": " + problem);
+        log::warning(std::string(proto.name) + ": bad request from " + peer_of(conn) + ": " +
+                     problem);
         response res = response::error(400, problem);
-        co_await respond(res);
+        co_await respond(conn, proto, s, res);
         co_return;
     }
     if (req.content_length && *req.content_length > limits.max_body_bytes) {
         response res = response::error(413);
-        co_await respond(res);
+        co_await respond(conn, proto, s, res);
         co_return;
     }
 
@@ -149,8 +200,8 @@ task<void> serve_stream_request(connection& conn, const stream_protocol& proto) 
         res = make_error_response(std::current_exception(), req);
     }
 
-    // The proxy writes the whole request before it reads the answer: a body the handler left unread is read
-    // and dropped first, or a large one would leave both sides waiting on each other.
+    // The proxy writes the whole request before it reads the answer: a body the handler left unread
+    // is read and dropped first, or a large one would leave both sides waiting on each other.
     if (!body.complete() && !body.failed()) {
         try {
             while (!(co_await body.read_some()).empty()) {
@@ -159,7 +210,7 @@ task<void> serve_stream_request(connection& conn, const stream_protocol& proto) 
             co_return;  // the proxy is gone or stalled: nobody to answer
         }
     }
-    if (co_await respond(res)) {
+    if (co_await respond(conn, proto, s, res)) {
         boost::system::error_code ignored;
         conn.socket().shutdown(net::socket_base::shutdown_send, ignored);
     }

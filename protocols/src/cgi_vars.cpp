@@ -1,5 +1,6 @@
-// Rebuilding a request from CGI variables. The path rule (DESIGN.md, request flow point 6): PATH_INFO when the
-// proxy sends it, SCRIPT_NAME being the prefix we are mounted under; otherwise the path of REQUEST_URI.
+// Rebuilding a request from CGI variables. The path rule (DESIGN.md, request flow point 6):
+// PATH_INFO when the proxy sends it, SCRIPT_NAME being the prefix we are mounted under; otherwise
+// the path of REQUEST_URI.
 #include "cgi_vars.hpp"
 
 #include <algorithm>
@@ -11,8 +12,21 @@ namespace {
 bool is_token_char(char c) noexcept {
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
     switch (c) {
-        case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-':
-        case '.': case '^': case '_': case '`': case '|': case '~':
+        case '!':
+        case '#':
+        case '$':
+        case '%':
+        case '&':
+        case '\'':
+        case '*':
+        case '+':
+        case '-':
+        case '.':
+        case '^':
+        case '_':
+        case '`':
+        case '|':
+        case '~':
             return true;
         default:
             return false;
@@ -23,9 +37,11 @@ bool is_token(std::string_view s) noexcept {
     return !s.empty() && std::all_of(s.begin(), s.end(), is_token_char);
 }
 
-// Header values must not smuggle line breaks into anything that re-serialises them (WSGI environ, logs).
+// Header values must not smuggle line breaks into anything that re-serialises them (WSGI environ,
+// logs).
 bool is_safe_value(std::string_view s) noexcept {
-    return std::none_of(s.begin(), s.end(), [](char c) { return c == '\r' || c == '\n' || c == '\0'; });
+    return std::none_of(s.begin(), s.end(),
+                        [](char c) { return c == '\r' || c == '\n' || c == '\0'; });
 }
 
 char ascii_upper(char c) noexcept { return c >= 'a' && c <= 'z' ? char(c - 32) : c; }
@@ -102,9 +118,10 @@ void cgi_request_builder::add(std::string_view name, std::string_view value) {
     request& r = *req_;
     if (name.size() > 5 && name.compare(0, 5, "HTTP_") == 0) {
         std::string_view field = name.substr(5);
-        // CONTENT_LENGTH and CONTENT_TYPE are authoritative (nginx sends the client's headers a second time as
-        // HTTP_CONTENT_*). Transfer-Encoding is dropped too: the proxy has already de-chunked the body it
-        // forwards with a CONTENT_LENGTH, and an app that saw "chunked" would wait for chunks or read nothing.
+        // CONTENT_LENGTH and CONTENT_TYPE are authoritative (nginx sends the client's headers a
+        // second time as HTTP_CONTENT_*). Transfer-Encoding is dropped too: the proxy has already
+        // de-chunked the body it forwards with a CONTENT_LENGTH, and an app that saw "chunked"
+        // would wait for chunks or read nothing.
         if (field == "CONTENT_LENGTH") {
             http_content_length_ = value;
             return;
@@ -138,11 +155,15 @@ void cgi_request_builder::add(std::string_view name, std::string_view value) {
             break;
         case 11:
             if (name == "REQUEST_URI") {
+                // It becomes the request target, written verbatim to the access log (a proxy
+                // never sends raw CR, LF or NUL in it: nginx refuses such request lines).
+                if (!is_safe_value(value)) error_ = "malformed REQUEST_URI";
                 request_uri_ = value;
                 has_request_uri_ = true;
                 return;
             }
             if (name == "REMOTE_ADDR") {
+                if (!is_safe_value(value)) error_ = "malformed REMOTE_ADDR";  // logged verbatim too
                 r.remote_addr.assign(value);
                 return;
             }
@@ -217,9 +238,12 @@ void cgi_request_builder::set_content_length(std::string_view value) {
 
 const char* cgi_request_builder::finish() {
     request& r = *req_;
-    // A proxy configured without CONTENT_LENGTH / CONTENT_TYPE params still forwards the client's headers.
-    if (!has_content_length_ && !http_content_length_.empty()) set_content_length(http_content_length_);
-    if (!has_content_type_ && !http_content_type_.empty()) r.headers.set("Content-Type", http_content_type_);
+    // A proxy configured without CONTENT_LENGTH / CONTENT_TYPE params still forwards the client's
+    // headers.
+    if (!has_content_length_ && !http_content_length_.empty())
+        set_content_length(http_content_length_);
+    if (!has_content_type_ && !http_content_type_.empty())
+        r.headers.set("Content-Type", http_content_type_);
     if (error_) return error_;
     if (r.method.empty()) return "no REQUEST_METHOD";
 
@@ -228,23 +252,27 @@ const char* cgi_request_builder::finish() {
 
     std::string_view script = trim_trailing_slashes(script_name_);
     if (!path_info_.empty()) {
-        // PATH_INFO (already decoded by the proxy) is the path below SCRIPT_NAME. nginx's stock uwsgi_params
-        // sends the whole path as PATH_INFO; a user who adds `uwsgi_param SCRIPT_NAME /app` then means "strip
-        // /app" (uWSGI's manage-script-name), unless REQUEST_URI shows that SCRIPT_NAME + PATH_INFO is the path.
+        // PATH_INFO (already decoded by the proxy) is the path below SCRIPT_NAME. nginx's stock
+        // uwsgi_params sends the whole path as PATH_INFO; a user who adds `uwsgi_param SCRIPT_NAME
+        // /app` then means "strip /app" (uWSGI's manage-script-name), unless REQUEST_URI shows that
+        // SCRIPT_NAME + PATH_INFO is the path.
         r.path.assign(path_info_);
         if (!script.empty() && is_segment_prefix(script, path_info_)) {
-            std::string decoded = percent_decode(uri_path);
+            percent_decode_into(uri_path, scratch_);
+            const std::string& decoded = scratch_;
             bool already_split = decoded.size() == script.size() + path_info_.size() &&
                                  decoded.compare(0, script.size(), script) == 0 &&
                                  decoded.compare(script.size(), std::string::npos, path_info_) == 0;
             if (!has_request_uri_ || !already_split) r.path.erase(0, script.size());
         }
     } else {
-        r.path = percent_decode(uri_path);
-        // No PATH_INFO: SCRIPT_NAME is a mount prefix only when it is a proper prefix of the path. nginx's
-        // fastcgi_params sets it to the whole path ($fastcgi_script_name, a PHP habit): that means "no prefix".
+        percent_decode_into(uri_path, r.path);
+        // No PATH_INFO: SCRIPT_NAME is a mount prefix only when it is a proper prefix of the path.
+        // nginx's fastcgi_params sets it to the whole path ($fastcgi_script_name, a PHP habit):
+        // that means "no prefix".
         if (!script.empty()) {
-            if (script != document_uri_ && is_segment_prefix(script, r.path) && r.path.size() > script.size())
+            if (script != document_uri_ && is_segment_prefix(script, r.path) &&
+                r.path.size() > script.size())
                 r.path.erase(0, script.size());
             else
                 script = {};

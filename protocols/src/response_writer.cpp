@@ -1,5 +1,6 @@
-// Sends a corgi::response: the head and the first body bytes in one gathered write, files by sendfile, streaming
-// bodies chunked (HTTP/1.1), length-delimited (when the handler set Content-Length) or close-delimited.
+// Sends a corgi::response: the head and the first body bytes in one gathered write, files by
+// sendfile, streaming bodies chunked (HTTP/1.1), length-delimited (when the handler set
+// Content-Length) or close-delimited.
 #include "response_writer.hpp"
 
 #include <corgi/core/http_error.hpp>
@@ -42,7 +43,9 @@ void append_number(std::string& out, std::uint64_t n) {
     out.append(buf, end);
 }
 
-bool status_has_no_body(int status) { return (status >= 100 && status < 200) || status == 204 || status == 304; }
+bool status_has_no_body(int status) {
+    return (status >= 100 && status < 200) || status == 204 || status == 304;
+}
 
 std::optional<std::uint64_t> declared_length(const response& res) {
     const std::string* v = res.headers.find("Content-Length");
@@ -55,7 +58,7 @@ std::optional<std::uint64_t> declared_length(const response& res) {
 
 // Writes a producer's chunks; the first write carries the head along.
 class stream_writer final : public body_writer {
-public:
+  public:
     stream_writer(output& out, std::string& head, bool chunked, bool discard)
         : out_(out), head_(head), chunked_(chunked), discard_(discard) {}
 
@@ -94,7 +97,7 @@ public:
     bool write_failed() const noexcept { return write_failed_; }
     std::uint64_t body_bytes() const noexcept { return body_bytes_; }
 
-private:
+  private:
     task<void> send(std::span<const net::const_buffer> bufs) {
         try {
             head_sent_ = true;
@@ -114,7 +117,8 @@ private:
     std::uint64_t body_bytes_ = 0;
 };
 
-// Sends a file range: sendfile(2) straight from the page cache when the output is the socket, else pread + write.
+// Sends a file range: sendfile(2) straight from the page cache when the output is the socket, else
+// pread + write.
 task<std::uint64_t> send_file(output& out, file_range& file, std::string& head) {
     std::array<net::const_buffer, 1> head_buf{net::buffer(head)};
     co_await out.write(head_buf);
@@ -125,7 +129,8 @@ task<std::uint64_t> send_file(output& out, file_range& file, std::string& head) 
         off_t offset = static_cast<off_t>(file.offset);
         conn.socket().non_blocking(true);
         while (sent < file.length) {
-            std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(file.length - sent, 1 << 20));
+            std::size_t want =
+                static_cast<std::size_t>(std::min<std::uint64_t>(file.length - sent, 1 << 20));
             ssize_t n = ::sendfile(fd, file.file.get(), &offset, want);
             if (n > 0) {
                 sent += static_cast<std::uint64_t>(n);
@@ -133,7 +138,8 @@ task<std::uint64_t> send_file(output& out, file_range& file, std::string& head) 
             }
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
                 conn.expires_after(conn.limits().write_timeout);
-                auto [ec] = co_await conn.socket().async_wait(net::socket_base::wait_write, use_tuple);
+                auto [ec] =
+                    co_await conn.socket().async_wait(net::socket_base::wait_write, use_tuple);
                 if (ec) throw boost::system::system_error(ec);
                 continue;
             }
@@ -144,8 +150,10 @@ task<std::uint64_t> send_file(output& out, file_range& file, std::string& head) 
     }
     std::string block(64 * 1024, '\0');
     while (sent < file.length) {
-        std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(file.length - sent, block.size()));
-        ssize_t n = ::pread(file.file.get(), block.data(), want, static_cast<off_t>(file.offset + sent));
+        std::size_t want =
+            static_cast<std::size_t>(std::min<std::uint64_t>(file.length - sent, block.size()));
+        ssize_t n =
+            ::pread(file.file.get(), block.data(), want, static_cast<off_t>(file.offset + sent));
         if (n <= 0) throw std::runtime_error("file shrank while being sent");
         std::array<net::const_buffer, 1> b{net::buffer(block.data(), static_cast<std::size_t>(n))};
         co_await out.write(b);
@@ -175,8 +183,10 @@ void append_head(std::string& out, const response& res, const response_framing& 
     out += "\r\n";
     bool has_date = false, has_server = false, has_length = false;
     for (const auto& [name, value] : res.headers) {
-        // Framing is ours to decide: a handler's Transfer-Encoding or Connection would contradict it.
-        if (iequals(name, "Transfer-Encoding") || iequals(name, "Connection") || iequals(name, "Keep-Alive"))
+        // Framing is ours to decide: a handler's Transfer-Encoding or Connection would contradict
+        // it.
+        if (iequals(name, "Transfer-Encoding") || iequals(name, "Connection") ||
+            iequals(name, "Keep-Alive"))
             continue;
         if (iequals(name, "Content-Length")) {
             if (!body_length) continue;
@@ -206,8 +216,8 @@ void append_head(std::string& out, const response& res, const response_framing& 
     out += "\r\n";
 }
 
-task<send_result> send_response(connection& conn, output& out, response& res, const response_framing& framing,
-                                std::string& scratch) {
+task<send_result> send_response(connection& conn, output& out, response& res,
+                                const response_framing& framing, std::string& scratch) {
     (void)conn;
     send_result result;
     result.keep_alive = framing.keep_alive;
@@ -215,8 +225,9 @@ task<send_result> send_response(connection& conn, output& out, response& res, co
     const bool no_body = status_has_no_body(res.status);
 
     if (auto* text = std::get_if<std::string>(&res.body)) {
-        append_head(scratch, res, framing, no_body ? std::nullopt : std::optional(std::uint64_t(text->size())),
-                    false, result.keep_alive);
+        append_head(scratch, res, framing,
+                    no_body ? std::nullopt : std::optional(std::uint64_t(text->size())), false,
+                    result.keep_alive);
         std::array<net::const_buffer, 2> bufs{net::buffer(scratch), net::buffer(*text)};
         bool with_body = !framing.head_request && !no_body && !text->empty();
         co_await out.write(std::span(bufs.data(), with_body ? 2 : 1));
@@ -235,7 +246,8 @@ task<send_result> send_response(connection& conn, output& out, response& res, co
         co_return result;
     }
 
-    // A producer: length-delimited if the handler declared one, else chunked (HTTP/1.1) or close-delimited.
+    // A producer: length-delimited if the handler declared one, else chunked (HTTP/1.1) or
+    // close-delimited.
     auto& producer = std::get<body_producer>(res.body);
     std::optional<std::uint64_t> length = declared_length(res);
     bool chunked = !length && framing.chunked_allowed && !no_body;
@@ -274,8 +286,8 @@ task<send_result> send_response(connection& conn, output& out, response& res, co
         co_return co_await send_response(conn, out, err, f, scratch);
     }
     if (length && writer.body_bytes() != *length && !discard) {
-        log::error("streaming response declared Content-Length " + std::to_string(*length) + " but produced " +
-                   std::to_string(writer.body_bytes()) + " bytes");
+        log::error("streaming response declared Content-Length " + std::to_string(*length) +
+                   " but produced " + std::to_string(writer.body_bytes()) + " bytes");
         result.keep_alive = false;
         result.aborted = writer.body_bytes() < *length;
     }

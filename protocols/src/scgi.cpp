@@ -1,5 +1,6 @@
-// SCGI as nginx's scgi_pass speaks it: a netstring of NUL-separated variables (CONTENT_LENGTH first, SCGI=1),
-// the body after it, a CGI-style response ("Status: 200 OK") read until the connection closes.
+// SCGI as nginx's scgi_pass speaks it: a netstring of NUL-separated variables (CONTENT_LENGTH
+// first, SCGI=1), the body after it, a CGI-style response ("Status: 200 OK") read until the
+// connection closes.
 #include "cgi_session.hpp"
 #include "scgi_parser.hpp"
 
@@ -7,46 +8,10 @@
 
 namespace corgi::protocols {
 
-namespace detail::scgi {
-
-namespace {
-constexpr std::size_t max_length_digits = 10;
-}
-
-head_result parse_head(std::string_view in, std::size_t max_vars_bytes) noexcept {
-    head_result r;
-    auto fail = [&](const char* why) {
-        r.status = parse_status::error;
-        r.error = why;
-        return r;
-    };
-    std::size_t colon = 0;
-    std::uint64_t length = 0;
-    for (;; ++colon) {
-        if (colon == in.size()) return r;  // need more
-        char c = in[colon];
-        if (c == ':') break;
-        if (c < '0' || c > '9') return fail("malformed netstring length");
-        if (colon == max_length_digits) return fail("netstring length too long");
-        if (colon == 1 && in[0] == '0') return fail("netstring length with a leading zero");
-        length = length * 10 + static_cast<std::uint64_t>(c - '0');
-        if (length > max_vars_bytes) return fail("SCGI header larger than the header limit");
-    }
-    if (colon == 0) return fail("netstring without a length");
-    std::size_t end = colon + 1 + static_cast<std::size_t>(length);
-    if (in.size() <= end) return r;  // need the payload and its ','
-    if (in[end] != ',') return fail("netstring not terminated by ','");
-    r.status = parse_status::complete;
-    r.vars = in.substr(colon + 1, static_cast<std::size_t>(length));
-    r.consumed = end + 1;
-    return r;
-}
-
-}  // namespace detail::scgi
-
 namespace {
 
-detail::stream_head parse(std::string_view in, std::size_t max_vars_bytes, detail::cgi_request_builder& b) {
+detail::stream_head parse(std::string_view in, std::size_t max_vars_bytes,
+                          detail::cgi_request_builder& b) {
     detail::stream_head out;
     auto head = detail::scgi::parse_head(in, max_vars_bytes);
     if (head.status == detail::scgi::parse_status::need_more) return out;
@@ -55,7 +20,8 @@ detail::stream_head parse(std::string_view in, std::size_t max_vars_bytes, detai
         out.error = head.error;
         return out;
     }
-    if (const char* bad = detail::scgi::for_each_var(head.vars, [&](auto k, auto v) { b.add(k, v); })) {
+    if (const char* bad =
+            detail::scgi::for_each_var(head.vars, [&](auto k, auto v) { b.add(k, v); })) {
         out.state = detail::stream_head::status::error;
         out.error = bad;
         return out;
@@ -65,11 +31,15 @@ detail::stream_head parse(std::string_view in, std::size_t max_vars_bytes, detai
     return out;
 }
 
-std::size_t max_head_bytes(std::size_t max_vars_bytes) { return max_vars_bytes + 12; }  // "<10 digits>:" ","
+std::size_t max_head_bytes(std::size_t max_vars_bytes) {
+    return max_vars_bytes + 12;
+}  // "<10 digits>:" ","
 
 const detail::stream_protocol scgi_protocol{"scgi", detail::head_style::cgi, max_head_bytes, parse};
 
-task<void> serve_scgi(connection& conn) { return detail::serve_stream_request(conn, scgi_protocol); }
+task<void> serve_scgi(connection& conn) {
+    return detail::serve_stream_request(conn, scgi_protocol);
+}
 
 }  // namespace
 

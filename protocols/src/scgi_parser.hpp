@@ -1,6 +1,6 @@
-// Internal to protocols: the SCGI request head as pure functions over bytes (no socket), shared by the session,
-// the unit tests and the fuzzer. Head: a netstring "<len>:<vars>," whose vars are NUL-terminated name/value
-// strings, CONTENT_LENGTH first and SCGI=1 among them; the body follows.
+// Internal to protocols: the SCGI request head as pure functions over bytes (no socket), shared by
+// the session, the unit tests and the fuzzer. Head: a netstring "<len>:<vars>," whose vars are
+// NUL-terminated name/value strings, CONTENT_LENGTH first and SCGI=1 among them; the body follows.
 #pragma once
 
 #include <cstddef>
@@ -19,8 +19,9 @@ struct head_result {
 
 head_result parse_head(std::string_view in, std::size_t max_vars_bytes) noexcept;
 
-// Calls on_var(name, value) for each variable; returns nullptr or what is malformed (an unterminated string, a
-// name without value, an empty name, CONTENT_LENGTH not first, SCGI missing or not "1").
+// Calls on_var(name, value) for each variable; returns nullptr or what is malformed (an
+// unterminated string, a name without value, an empty name, CONTENT_LENGTH not first, SCGI missing
+// or not "1").
 template <class F>
 const char* for_each_var(std::string_view block, F&& on_var) {
     std::size_t i = 0;

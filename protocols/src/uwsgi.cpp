@@ -1,5 +1,5 @@
-// The uwsgi protocol as nginx's uwsgi_pass speaks it: one request per connection, a 4-byte header and a vars
-// block, the body after it, a raw HTTP/1.x response read until the connection closes.
+// The uwsgi protocol as nginx's uwsgi_pass speaks it: one request per connection, a 4-byte header
+// and a vars block, the body after it, a raw HTTP/1.x response read until the connection closes.
 #include "cgi_session.hpp"
 #include "uwsgi_parser.hpp"
 
@@ -9,34 +9,10 @@
 
 namespace corgi::protocols {
 
-namespace detail::uwsgi {
-
-head_result parse_head(std::string_view in, std::size_t max_vars_bytes) noexcept {
-    head_result r;
-    if (in.size() < 4) return r;
-    if (in[0] != 0) {
-        r.status = parse_status::error;
-        r.error = "unsupported modifier1 (only 0, WSGI/CGI variables, is served)";
-        return r;
-    }
-    std::size_t size = read_u16le(in.data() + 1);
-    if (size > max_vars_bytes) {
-        r.status = parse_status::error;
-        r.error = "vars block larger than the header limit";
-        return r;
-    }
-    if (in.size() - 4 < size) return r;
-    r.status = parse_status::complete;
-    r.vars = in.substr(4, size);
-    r.consumed = 4 + size;
-    return r;
-}
-
-}  // namespace detail::uwsgi
-
 namespace {
 
-detail::stream_head parse(std::string_view in, std::size_t max_vars_bytes, detail::cgi_request_builder& b) {
+detail::stream_head parse(std::string_view in, std::size_t max_vars_bytes,
+                          detail::cgi_request_builder& b) {
     detail::stream_head out;
     auto head = detail::uwsgi::parse_head(in, max_vars_bytes);
     if (head.status == detail::uwsgi::parse_status::need_more) return out;
@@ -45,7 +21,8 @@ detail::stream_head parse(std::string_view in, std::size_t max_vars_bytes, detai
         out.error = head.error;
         return out;
     }
-    if (const char* bad = detail::uwsgi::for_each_var(head.vars, [&](auto k, auto v) { b.add(k, v); })) {
+    if (const char* bad =
+            detail::uwsgi::for_each_var(head.vars, [&](auto k, auto v) { b.add(k, v); })) {
         out.state = detail::stream_head::status::error;
         out.error = bad;
         return out;
@@ -56,11 +33,16 @@ detail::stream_head parse(std::string_view in, std::size_t max_vars_bytes, detai
 }
 
 // The size field is 16 bits: a vars block never exceeds 65535 bytes, whatever the limit says.
-std::size_t max_head_bytes(std::size_t max_vars_bytes) { return 4 + std::min<std::size_t>(max_vars_bytes, 65535); }
+std::size_t max_head_bytes(std::size_t max_vars_bytes) {
+    return 4 + std::min<std::size_t>(max_vars_bytes, 65535);
+}
 
-const detail::stream_protocol uwsgi_protocol{"uwsgi", detail::head_style::http, max_head_bytes, parse};
+const detail::stream_protocol uwsgi_protocol{"uwsgi", detail::head_style::http, max_head_bytes,
+                                             parse};
 
-task<void> serve_uwsgi(connection& conn) { return detail::serve_stream_request(conn, uwsgi_protocol); }
+task<void> serve_uwsgi(connection& conn) {
+    return detail::serve_stream_request(conn, uwsgi_protocol);
+}
 
 }  // namespace
 

@@ -1,6 +1,7 @@
-// Internal to protocols: the uwsgi request head as pure functions over bytes (no socket), so that unit tests and
-// the fuzzer drive exactly the code the session runs. Packet: modifier1, little-endian u16 size, modifier2, then
-// `size` bytes of vars (u16 key length, key, u16 value length, value, ...), then the body.
+// Internal to protocols: the uwsgi request head as pure functions over bytes (no socket), so that
+// unit tests and the fuzzer drive exactly the code the session runs. Packet: modifier1,
+// little-endian u16 size, modifier2, then `size` bytes of vars (u16 key length, key, u16 value
+// length, value, ...), then the body.
 #pragma once
 
 #include <cstddef>
@@ -18,17 +19,19 @@ struct head_result {
     const char* error = nullptr;
 };
 
-// Looks at the front of `in`. Only modifier1 0 (WSGI/CGI vars) is accepted: the other modifiers of uWSGI
-// (loading code, changing configuration, signals...) must never be reachable through a corgi socket.
+// Looks at the front of `in`. Only modifier1 0 (WSGI/CGI vars) is accepted: the other modifiers of
+// uWSGI (loading code, changing configuration, signals...) must never be reachable through a corgi
+// socket.
 head_result parse_head(std::string_view in, std::size_t max_vars_bytes) noexcept;
 
 inline std::uint16_t read_u16le(const char* p) noexcept {
-    return static_cast<std::uint16_t>(static_cast<unsigned char>(p[0]) |
-                                      (static_cast<unsigned>(static_cast<unsigned char>(p[1])) << 8));
+    return static_cast<std::uint16_t>(
+        static_cast<unsigned char>(p[0]) |
+        (static_cast<unsigned>(static_cast<unsigned char>(p[1])) << 8));
 }
 
-// Calls on_var(name, value) for each variable of a vars block; returns nullptr, or what is malformed (a length
-// past the end, an empty name). Variables before the error have been delivered.
+// Calls on_var(name, value) for each variable of a vars block; returns nullptr, or what is
+// malformed (a length past the end, an empty name). Variables before the error have been delivered.
 template <class F>
 const char* for_each_var(std::string_view block, F&& on_var) {
     std::size_t i = 0;

@@ -1,5 +1,6 @@
-// Server configuration: one struct filled from the JSON config file and from command-line flags (the CLI applies
-// flags after the file). Errors name the offending key as a JSON pointer; the CLI turns them into exit status 2.
+// Server configuration: one struct filled from the JSON config file and from command-line flags
+// (the CLI applies flags after the file). Errors name the offending key as a JSON pointer; the CLI
+// turns them into exit status 2.
 #pragma once
 
 #include <corgi/core/server.hpp>
@@ -26,10 +27,11 @@ struct listen_entry {
 
 // Settings of the WSGI layer. Core only carries them; the wsgi module reads them.
 struct python_settings {
-    std::string wsgi;        // MODULE[:CALLABLE] mounted at /
-    std::string wsgi_file;   // PATH.py mounted at /
+    std::string wsgi;       // MODULE[:CALLABLE] mounted at /
+    std::string wsgi_file;  // PATH.py mounted at /
     std::string callable = "application";
-    std::vector<std::pair<std::string, std::string>> mounts;  // prefix -> MODULE[:CALLABLE] or path.py
+    std::vector<std::pair<std::string, std::string>>
+        mounts;  // prefix -> MODULE[:CALLABLE] or path.py
     std::vector<std::string> pythonpath;
     std::string chdir;
     std::size_t threads = 1;   // Python lanes
@@ -46,7 +48,8 @@ struct config {
     nlohmann::json routes = nlohmann::json::array();  // compiled by compile_routes()
 };
 
-// Reads a JSON file (errors: config_error with the file name and line for syntax, the key for semantics).
+// Reads a JSON file (errors: config_error with the file name and line for syntax, the key for
+// semantics).
 nlohmann::json read_json_file(const std::string& path);
 // Applies a parsed config document onto `cfg`. Unknown keys are errors.
 void apply_config(config& cfg, const nlohmann::json& doc);

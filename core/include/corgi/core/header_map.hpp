@@ -1,5 +1,6 @@
-// HTTP header fields: an ordered list with case-insensitive lookup. Order and duplicates are kept because
-// proxies and WSGI (HTTP_* joined by ", ") need them; lookups are linear, which beats hashing at header counts.
+// HTTP header fields: an ordered list with case-insensitive lookup. Order and duplicates are kept
+// because proxies and WSGI (HTTP_* joined by ", ") need them; lookups are linear, which beats
+// hashing at header counts.
 #pragma once
 
 #include <string>
@@ -12,7 +13,7 @@ namespace corgi {
 bool iequals(std::string_view a, std::string_view b) noexcept;
 
 class header_map {
-public:
+  public:
     using field = std::pair<std::string, std::string>;
     using const_iterator = std::vector<field>::const_iterator;
 
@@ -27,16 +28,21 @@ public:
     // Replaces every field of that name with one.
     void set(std::string_view name, std::string_view value);
     void erase(std::string_view name);
-    // Keeps the storage for reuse: a connection's request headers are cleared, not reallocated.
-    void clear() noexcept { fields_.clear(); }
+    // Keeps the storage for reuse: the fields' strings keep their capacity, so a connection parsing
+    // its next request's headers allocates nothing once it has seen headers as long.
+    void clear() noexcept { size_ = 0; }
 
-    bool empty() const noexcept { return fields_.empty(); }
-    std::size_t size() const noexcept { return fields_.size(); }
+    bool empty() const noexcept { return size_ == 0; }
+    std::size_t size() const noexcept { return size_; }
     const_iterator begin() const noexcept { return fields_.begin(); }
-    const_iterator end() const noexcept { return fields_.end(); }
+    const_iterator end() const noexcept {
+        return fields_.begin() + static_cast<std::ptrdiff_t>(size_);
+    }
 
-private:
-    std::vector<field> fields_;
+  private:
+    std::vector<field>
+        fields_;  // [0, size_) in use; the rest are spare strings kept for their capacity
+    std::size_t size_ = 0;
 };
 
 }  // namespace corgi

@@ -1,5 +1,6 @@
-// Exceptions that carry an HTTP status. A handler throws them; the one place that turns exceptions into
-// responses (make_error_response) maps them. Any other exception becomes a 500 whose details are logged, not sent.
+// Exceptions that carry an HTTP status. A handler throws them; the one place that turns exceptions
+// into responses (make_error_response) maps them. Any other exception becomes a 500 whose details
+// are logged, not sent.
 #pragma once
 
 #include <stdexcept>
@@ -8,19 +9,19 @@
 namespace corgi {
 
 class http_error : public std::runtime_error {
-public:
+  public:
     http_error(int status, std::string detail = {});
     int status() const noexcept { return status_; }
     // What the client may see: the detail given, or the status's reason phrase.
     const std::string& detail() const noexcept { return detail_; }
 
-private:
+  private:
     int status_;
     std::string detail_;
 };
 
-#define CORGI_DEFINE_HTTP_ERROR(name, code)                                            \
-    struct name : http_error {                                                         \
+#define CORGI_DEFINE_HTTP_ERROR(name, code)                                             \
+    struct name : http_error {                                                          \
         explicit name(std::string detail = {}) : http_error(code, std::move(detail)) {} \
     }
 CORGI_DEFINE_HTTP_ERROR(bad_request, 400);

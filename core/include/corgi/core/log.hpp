@@ -1,5 +1,5 @@
-// Logging: the access log (common log format, stdout, buffered and flushed in the background so a request never
-// waits on a write) and the error log (stderr, unbuffered).
+// Logging: the access log (common log format, stdout, buffered and flushed in the background so a
+// request never waits on a write) and the error log (stderr, unbuffered).
 #pragma once
 
 #include <cstdint>

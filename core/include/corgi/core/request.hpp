@@ -1,5 +1,6 @@
-// The request a handler sees, the same whatever protocol carried it (HTTP/1.1, uwsgi, FastCGI, SCGI).
-// A connection owns one request object and reuses it, so its strings and vectors keep their capacity.
+// The request a handler sees, the same whatever protocol carried it (HTTP/1.1, uwsgi, FastCGI,
+// SCGI). A connection owns one request object and reuses it, so its strings and vectors keep their
+// capacity.
 #pragma once
 
 #include <corgi/core/header_map.hpp>
@@ -17,43 +18,48 @@
 
 namespace corgi {
 
-// A route argument, typed by its converter: int -> int64, float -> double, every other converter -> string.
+// A route argument, typed by its converter: int -> int64, float -> double, every other converter ->
+// string.
 using route_value = std::variant<std::string, std::int64_t, double>;
 using route_args = std::vector<std::pair<std::string, route_value>>;
 
-// Supplies a request body as it arrives; each protocol implements it. Reading is lazy: a body nobody reads is
-// discarded by the protocol after the handler returns (and `Expect: 100-continue` is answered on the first read).
+// Supplies a request body as it arrives; each protocol implements it. Reading is lazy: a body
+// nobody reads is discarded by the protocol after the handler returns (and `Expect: 100-continue`
+// is answered on the first read).
 class body_source {
-public:
+  public:
     virtual ~body_source() = default;
-    // The next piece of the body, valid until the next call; an empty view once the body is complete.
-    // Throws http_error: 413 past the body limit, 400 for a malformed or truncated body (client gone), 408 on timeout.
+    // The next piece of the body, valid until the next call; an empty view once the body is
+    // complete. Throws http_error: 413 past the body limit, 400 for a malformed or truncated body
+    // (client gone), 408 on timeout.
     virtual task<std::string_view> read_some() = 0;
 };
 
 class request {
-public:
+  public:
     // --- the request line, as parsed ---
-    std::string method;          // "GET"
-    std::string target;          // raw request target: "/a%20b?x=1"
-    std::string path;            // percent-decoded path, raw bytes: "/a b"
-    std::string query_string;    // raw, undecoded: "x=1"
-    int version = 11;            // 11 for HTTP/1.1, 10 for HTTP/1.0
+    std::string method;        // "GET"
+    std::string target;        // raw request target: "/a%20b?x=1"
+    std::string path;          // percent-decoded path, raw bytes: "/a b"
+    std::string query_string;  // raw, undecoded: "x=1"
+    int version = 11;          // 11 for HTTP/1.1, 10 for HTTP/1.0
     header_map headers;
 
     // --- where it came from ---
     std::string scheme = "http";  // "https" when a proxy says so (HTTPS var)
     std::string remote_addr;      // "127.0.0.1", "::1", or "" on a unix socket
     std::uint16_t remote_port = 0;
-    std::string server_name;      // local address, or SERVER_NAME from a proxy
+    std::string server_name;  // local address, or SERVER_NAME from a proxy
     std::uint16_t server_port = 0;
-    std::string protocol_name = "http";  // which listener protocol carried it: http, uwsgi, fastcgi, scgi
-    // Variables a proxy sent that have no field above (uwsgi_param, fastcgi_param...): WSGI copies them to environ.
+    std::string protocol_name =
+        "http";  // which listener protocol carried it: http, uwsgi, fastcgi, scgi
+    // Variables a proxy sent that have no field above (uwsgi_param, fastcgi_param...): WSGI copies
+    // them to environ.
     std::vector<std::pair<std::string, std::string>> proxy_vars;
 
     // --- routing: set by the URL map ---
-    // Mounts move the matched prefix from path_info to script_name (WSGI's split). Start: script_name from the
-    // proxy ("" on direct HTTP), path_info = path.
+    // Mounts move the matched prefix from path_info to script_name (WSGI's split). Start:
+    // script_name from the proxy ("" on direct HTTP), path_info = path.
     std::string script_name;
     std::string path_info;
     std::string endpoint;
@@ -61,11 +67,12 @@ public:
 
     // --- body ---
     std::optional<std::uint64_t> content_length;  // declared length; nullopt when chunked or absent
-    bool chunked = false;                           // body framed by chunks; length unknown until the end
-    body_source* body = nullptr;                    // null when the request has no body
+    bool chunked = false;         // body framed by chunks; length unknown until the end
+    body_source* body = nullptr;  // null when the request has no body
 
     // A route argument converted to T (integral, floating point, std::string or std::string_view).
-    // Throws std::out_of_range when absent, std::invalid_argument when the converter produced another type.
+    // Throws std::out_of_range when absent, std::invalid_argument when the converter produced
+    // another type.
     template <class T>
     T arg(std::string_view name) const;
     const route_value* find_arg(std::string_view name) const noexcept;
@@ -80,10 +87,11 @@ public:
     // The whole body; throws payload_too_large (413) when it exceeds `limit` bytes.
     task<std::string> read_all(std::size_t limit = 8 * 1024 * 1024);
 
-    // Empties every field but keeps capacity: called by the connection before parsing the next request.
+    // Empties every field but keeps capacity: called by the connection before parsing the next
+    // request.
     void reset() noexcept;
 
-private:
+  private:
     mutable std::vector<std::pair<std::string, std::string>> query_;
     mutable bool query_parsed_ = false;
 };
@@ -107,8 +115,11 @@ T request::arg(std::string_view name) const {
     }
 }
 
-// Percent-decodes `in` (and '+' to space when `plus_as_space`); invalid escapes are kept as they are.
+// Percent-decodes `in` (and '+' to space when `plus_as_space`); invalid escapes are kept as they
+// are.
 std::string percent_decode(std::string_view in, bool plus_as_space = false);
+// The same into `out` (replacing its contents, reusing its capacity).
+void percent_decode_into(std::string_view in, std::string& out, bool plus_as_space = false);
 // Percent-encodes everything but unreserved characters and those in `safe`.
 std::string percent_encode(std::string_view in, std::string_view safe = "/");
 

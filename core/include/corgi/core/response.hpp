@@ -1,6 +1,7 @@
-// The response a handler returns: status, headers and one of three bodies (bytes in memory, a range of an open
-// file, or a producer coroutine that writes chunks). The protocol adds Content-Length when the size is known,
-// and otherwise frames the body by chunks (HTTP/1.1) or by closing the connection.
+// The response a handler returns: status, headers and one of three bodies (bytes in memory, a range
+// of an open file, or a producer coroutine that writes chunks). The protocol adds Content-Length
+// when the size is known, and otherwise frames the body by chunks (HTTP/1.1) or by closing the
+// connection.
 #pragma once
 
 #include <corgi/core/header_map.hpp>
@@ -18,20 +19,22 @@
 
 namespace corgi {
 
-// Given to a streaming body's producer; each write goes out as it is produced (a chunk on HTTP/1.1).
+// Given to a streaming body's producer; each write goes out as it is produced (a chunk on
+// HTTP/1.1).
 class body_writer {
-public:
+  public:
     virtual ~body_writer() = default;
     virtual task<void> write(std::string_view data) = 0;
 };
 
-// A streaming body. If it throws after the headers have gone out, the connection is aborted so that the
-// client sees a truncated response, never a false success.
+// A streaming body. If it throws after the headers have gone out, the connection is aborted so that
+// the client sees a truncated response, never a false success.
 using body_producer = std::function<task<void>(body_writer&)>;
 
-// An owned file descriptor (closed on destruction), so a response can carry an open file across threads.
+// An owned file descriptor (closed on destruction), so a response can carry an open file across
+// threads.
 class file_descriptor {
-public:
+  public:
     file_descriptor() = default;
     explicit file_descriptor(int fd) noexcept : fd_(fd) {}
     file_descriptor(file_descriptor&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
@@ -42,7 +45,7 @@ public:
     int get() const noexcept { return fd_; }
     explicit operator bool() const noexcept { return fd_ >= 0; }
 
-private:
+  private:
     int fd_ = -1;
 };
 
@@ -54,7 +57,7 @@ struct file_range {
 };
 
 class response {
-public:
+  public:
     using body_type = std::variant<std::string, file_range, body_producer>;
 
     int status = 200;
@@ -72,10 +75,12 @@ public:
     static response redirect(std::string_view location, int status = 302);
     // "404 Not Found\n", or the detail when given, as text/plain.
     static response error(int status, std::string_view detail = {});
-    static response stream(body_producer producer, std::string_view content_type = "application/octet-stream",
+    static response stream(body_producer producer,
+                           std::string_view content_type = "application/octet-stream",
                            int status = 200);
     // The whole file (throws not_found when it cannot be opened).
-    static response file(const std::string& path, std::string_view content_type = "application/octet-stream");
+    static response file(const std::string& path,
+                         std::string_view content_type = "application/octet-stream");
 
     // Bytes of the body when they are known up front (string or file), else nullopt.
     std::optional<std::uint64_t> known_length() const noexcept;

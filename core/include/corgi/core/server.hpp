@@ -1,6 +1,6 @@
-// The server loop: listeners (TCP v4/v6 and unix sockets), io threads, connection lifetime, limits, timeouts and
-// graceful shutdown. It knows no wire format: each listener has a `protocol` whose session function turns the
-// connection's bytes into requests for the handler.
+// The server loop: listeners (TCP v4/v6 and unix sockets), io threads, connection lifetime, limits,
+// timeouts and graceful shutdown. It knows no wire format: each listener has a `protocol` whose
+// session function turns the connection's bytes into requests for the handler.
 #pragma once
 
 #include <corgi/core/handler.hpp>
@@ -25,15 +25,17 @@ using stream_socket = net::generic::stream_protocol::socket;
 using namespace std::chrono_literals;
 
 struct server_limits {
-    std::size_t max_header_bytes = 64 * 1024;          // request line + headers (or a proxy's vars block)
+    std::size_t max_header_bytes = 64 * 1024;  // request line + headers (or a proxy's vars block)
     std::uint64_t max_body_bytes = 1024ull * 1024 * 1024;  // per request body
-    std::chrono::milliseconds header_timeout = 10s;    // whole header, from its first byte (slowloris)
-    std::chrono::milliseconds body_timeout = 60s;      // between two pieces of a body
-    std::chrono::milliseconds idle_timeout = 60s;      // keep-alive: waiting for the next request's first byte
+    std::chrono::milliseconds header_timeout =
+        10s;                                       // whole header, from its first byte (slowloris)
+    std::chrono::milliseconds body_timeout = 60s;  // between two pieces of a body
+    std::chrono::milliseconds idle_timeout =
+        60s;  // keep-alive: waiting for the next request's first byte
     std::chrono::milliseconds write_timeout = 60s;     // one write to the client
     std::chrono::milliseconds graceful_timeout = 30s;  // shutdown: in-flight requests get this long
-    std::size_t max_connections = 10000;               // beyond this, new connections are closed at once
-    std::size_t max_requests_per_connection = 0;       // 0: unlimited
+    std::size_t max_connections = 10000;          // beyond this, new connections are closed at once
+    std::size_t max_requests_per_connection = 0;  // 0: unlimited
 };
 
 // An address to listen on: "host:port", ":port" (all interfaces), "[::1]:port" or "unix:/path".
@@ -49,11 +51,11 @@ struct listen_address {
 
 class server;
 
-// One accepted connection, as a protocol's session sees it. The session does its I/O on socket(), sets a
-// deadline before each read or write, and marks itself idle while waiting for the next request so that a
-// graceful shutdown can close it at once.
+// One accepted connection, as a protocol's session sees it. The session does its I/O on socket(),
+// sets a deadline before each read or write, and marks itself idle while waiting for the next
+// request so that a graceful shutdown can close it at once.
 class connection : public std::enable_shared_from_this<connection> {
-public:
+  public:
     connection(server& owner, stream_socket socket);
     ~connection();
 
@@ -67,8 +69,9 @@ public:
     const std::string& local_addr() const noexcept { return local_addr_; }
     std::uint16_t local_port() const noexcept { return local_port_; }
 
-    // The socket is cancelled (and timed_out() turns true) when the deadline passes. Setting a deadline is a
-    // store, not a timer operation: one timer per connection re-arms itself lazily.
+    // Pending socket operations are cancelled (and timed_out() turns true) when the deadline
+    // passes; if the session has not ended a write-timeout later, the socket is closed. Setting a
+    // deadline is a store, not a timer operation: one timer per connection re-arms itself lazily.
     void expires_after(std::chrono::steady_clock::duration d) noexcept;
     void expires_never() noexcept;
     bool timed_out() const noexcept { return timed_out_; }
@@ -81,7 +84,7 @@ public:
     // Closes the socket (idempotent); pending operations complete with an error.
     void close() noexcept;
 
-private:
+  private:
     friend class server;
     void start_watchdog();
     void on_watchdog();
@@ -90,6 +93,9 @@ private:
     stream_socket socket_;
     net::steady_timer watchdog_;
     std::chrono::steady_clock::time_point deadline_;
+    std::chrono::steady_clock::time_point
+        armed_until_;             // the expiry of the pending wait, when armed
+    bool rearm_pending_ = false;  // the wait was cancelled to move the deadline earlier
     bool watchdog_armed_ = false;
     bool timed_out_ = false;
     bool idle_ = true;
@@ -101,8 +107,8 @@ private:
     std::size_t thread_index_ = 0;
 };
 
-// A wire format: its name (for logs and request.protocol_name) and the coroutine that serves one connection.
-// The session ends by returning; the server closes the socket afterwards.
+// A wire format: its name (for logs and request.protocol_name) and the coroutine that serves one
+// connection. The session ends by returning; the server closes the socket afterwards.
 struct protocol {
     std::string name;
     std::function<task<void>(connection&)> serve;
@@ -110,13 +116,14 @@ struct protocol {
 
 struct server_options {
     std::size_t io_threads = 0;  // 0: number of cores
-    server_limits limits;
+    server_limits
+        limits{};  // braces: designated initializers that omit it stay -Wextra clean (GCC 12)
     unsigned unix_socket_mode = 0;  // chmod of unix sockets; 0 leaves the umask's choice
     bool handle_signals = true;     // SIGINT/SIGTERM start a graceful shutdown
 };
 
 class server {
-public:
+  public:
     explicit server(server_options options = {});
     ~server();
     server(const server&) = delete;
@@ -129,19 +136,22 @@ public:
 
     // Runs the io threads until shutdown; returns when every connection has ended.
     void run();
-    // Starts a graceful shutdown: stop accepting, close idle connections, let busy ones finish within
-    // limits.graceful_timeout, then close the rest. Safe from any thread and from a signal-handling coroutine.
+    // Starts a graceful shutdown: stop accepting, close idle connections, let busy ones finish
+    // within limits.graceful_timeout, then close the rest. Safe from any thread and from a
+    // signal-handling coroutine.
     void stop() noexcept;
     // True once stop() was called.
     bool stopping() const noexcept { return stopping_.load(std::memory_order_relaxed); }
 
     const server_limits& limits() const noexcept { return options_.limits; }
     const handler& app() const noexcept { return handler_; }
-    std::size_t connection_count() const noexcept { return connections_.load(std::memory_order_relaxed); }
+    std::size_t connection_count() const noexcept {
+        return connections_.load(std::memory_order_relaxed);
+    }
     // The io_context of io thread 0 (for tests and embedding programs that need an executor).
     net::io_context& main_context() noexcept { return *contexts_.front(); }
 
-private:
+  private:
     friend class connection;
     struct listener;
     struct thread_slot;

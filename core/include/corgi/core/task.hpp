@@ -1,5 +1,6 @@
 // The coroutine type every corgi handler returns, and the one namespace alias for Asio.
-// task<T> is Asio's own awaitable: no home-made coroutine type, so handlers compose with all of Asio.
+// task<T> is Asio's own awaitable: no home-made coroutine type, so handlers compose with all of
+// Asio.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>

@@ -1,5 +1,6 @@
-// The declarative URL map, on werkzeug's model: rules with converters, methods, strict slashes, submounts and
-// mounts; matching gives a result value (found / 404 / 405 with Allow / 308 redirect), and build() reverses it.
+// The declarative URL map, on werkzeug's model: rules with converters, methods, strict slashes,
+// submounts and mounts; matching gives a result value (found / 404 / 405 with Allow / 308
+// redirect), and build() reverses it.
 //
 //   corgi::url_map map{
 //       corgi::rule("/", "index", index),
@@ -29,10 +30,10 @@ namespace detail {
 struct route_node;  // private to url_map.cpp
 }
 
-// One entry of a map declaration: a rule, a submount (a prefix over entries) or a mount (a prefix handing the
-// rest of the path to a handler). Built with rule(), submount() and mount().
+// One entry of a map declaration: a rule, a submount (a prefix over entries) or a mount (a prefix
+// handing the rest of the path to a handler). Built with rule(), submount() and mount().
 class route_entry {
-public:
+  public:
     enum class kind { rule, submount, mount };
     kind type = kind::rule;
     std::string pattern;  // rule pattern, or the prefix of a submount / mount
@@ -42,7 +43,8 @@ public:
     std::vector<route_entry> children;  // submount only
 };
 
-route_entry rule(std::string pattern, std::string endpoint, handler target, rule_options options = {});
+route_entry rule(std::string pattern, std::string endpoint, handler target,
+                 rule_options options = {});
 route_entry submount(std::string prefix, std::vector<route_entry> entries);
 route_entry mount(std::string prefix, handler target, std::string endpoint = {});
 
@@ -52,32 +54,34 @@ struct routing_error : std::invalid_argument {
 };
 
 struct match_result {
-    int status = 404;                // 200 found, 404, 405, 308
+    int status = 404;                 // 200 found, 404, 405, 308
     const handler* target = nullptr;  // when 200
     std::string_view endpoint;        // when 200
     route_args args;                  // when 200, typed by converter
-    std::vector<std::string> allow;   // 405 (and 200: the methods the matched path allows, for OPTIONS)
-    std::string location;             // 308: the path to redirect to (without query string)
-    bool is_mount = false;            // 200 by a mount: mount_prefix is moved to SCRIPT_NAME
-    std::string mount_prefix;         // the part of the path the mount consumed, e.g. "/legacy"
+    std::vector<std::string>
+        allow;                 // 405 (and 200: the methods the matched path allows, for OPTIONS)
+    std::string location;      // 308: the path to redirect to (without query string)
+    bool is_mount = false;     // 200 by a mount: mount_prefix is moved to SCRIPT_NAME
+    std::string mount_prefix;  // the part of the path the mount consumed, e.g. "/legacy"
 };
 
 class url_map {
-public:
+  public:
     url_map(std::initializer_list<route_entry> entries);
     explicit url_map(std::vector<route_entry> entries);
     url_map(url_map&&) noexcept;
     url_map& operator=(url_map&&) noexcept;
     ~url_map();
 
-    // `path` is the percent-decoded path relative to the map (a request's path_info). No exceptions: the outcome
-    // is in the result. The second form reuses `out`'s storage.
+    // `path` is the percent-decoded path relative to the map (a request's path_info). No
+    // exceptions: the outcome is in the result. The second form reuses `out`'s storage.
     match_result match(std::string_view method, std::string_view path) const;
     void match(std::string_view method, std::string_view path, match_result& out) const;
 
-    // Reverse routing: the URL path for `endpoint` with `values` filled into its converters (formatted by them,
-    // percent-encoded); values that are not rule arguments go to the query string. When several rules share the
-    // endpoint, the first whose arguments are all given wins. Throws routing_error when none fits.
+    // Reverse routing: the URL path for `endpoint` with `values` filled into its converters
+    // (formatted by them, percent-encoded); values that are not rule arguments go to the query
+    // string. When several rules share the endpoint, the first whose arguments are all given wins.
+    // Throws routing_error when none fits.
     std::string build(std::string_view endpoint,
                       const std::vector<std::pair<std::string, std::string>>& values = {}) const;
 
@@ -90,14 +94,14 @@ public:
     // Every rule and mount, in matching order.
     std::vector<rule_info> rules() const;
 
-private:
+  private:
     struct impl;
     std::unique_ptr<impl> impl_;
 };
 
-// The handler that serves a map: matches req.path_info, fills req.endpoint and req.args, moves a mount's prefix
-// from path_info to script_name, answers 404, 405 (with Allow), 308 (with the query string kept) and OPTIONS
-// (204 with Allow) itself, and calls the matched handler otherwise.
+// The handler that serves a map: matches req.path_info, fills req.endpoint and req.args, moves a
+// mount's prefix from path_info to script_name, answers 404, 405 (with Allow), 308 (with the query
+// string kept) and OPTIONS (204 with Allow) itself, and calls the matched handler otherwise.
 handler make_dispatcher(std::shared_ptr<const url_map> map);
 
 }  // namespace corgi

@@ -1,0 +1,167 @@
+"""Helpers of the end-to-end WSGI tests: the real corgi binary (env CORGI_BINARY) on 127.0.0.1:0, driven over real
+sockets with the standard library. Every server is killed by PID at teardown and every wait is
+bounded, so a hung server fails a test instead of hanging the run."""
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+APPS_DIR = os.path.join(HERE, "apps")
+SOURCE_DIR = os.environ.get("CORGI_SOURCE_DIR") or os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+EXAMPLES_DIR = os.path.join(SOURCE_DIR, "examples")
+SERVING = re.compile(rb"corgi: serving http on 127\.0\.0\.1:(\d+)")
+
+
+def corgi_binary():
+    path = os.environ.get("CORGI_BINARY")
+    if not path or not os.access(path, os.X_OK):
+        pytest.fail("CORGI_BINARY is not set to the corgi executable (run through ctest)")
+    return path
+
+
+class Server:
+    """One corgi process; stdout and stderr go to files so that a chatty server can never block on a
+    full pipe."""
+
+    def __init__(self, args, cwd, tmpdir):
+        self.args = args
+        self.port = None
+        self.err_path = os.path.join(tmpdir, "stderr")
+        self.out_path = os.path.join(tmpdir, "stdout")
+        env = dict(os.environ)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(self.err_path, "wb") as err, open(self.out_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                [corgi_binary(), *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
+
+    def stderr(self):
+        with open(self.err_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def wait_listening(self, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.err_path, "rb") as f:
+                m = SERVING.search(f.read())
+            if m:
+                self.port = int(m.group(1))
+                return self
+            if self.proc.poll() is not None:
+                pytest.fail(f"corgi exited with {self.proc.returncode} before listening:\n{self.stderr()[-4000:]}")
+            time.sleep(0.02)
+        pytest.fail(f"corgi did not listen within {timeout} s:\n{self.stderr()[-4000:]}")
+
+    def wait_exit(self, timeout=20.0):
+        """The exit status, or None when the process is still running after `timeout`."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def wait_for_log(self, needle, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.stderr():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def kill(self):
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            if self.wait_exit(5.0) is None:
+                try:
+                    os.kill(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=10.0)
+
+    # --- clients ------------------------------------------------------------------------------------------------
+    def connection(self, timeout=15.0):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, timeout=15.0):
+        """(status, headers as a lowercase dict (repeats joined by ', '), body bytes)."""
+        conn = self.connection(timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            data = resp.read()
+            hdrs = {}
+            for k, v in resp.getheaders():
+                k = k.lower()
+                hdrs[k] = hdrs[k] + ", " + v if k in hdrs else v
+            return resp.status, hdrs, data
+        finally:
+            conn.close()
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def raw(self, data, timeout=15.0):
+        """Sends raw bytes, reads until the server closes (or `timeout`): everything received."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(data)
+            return read_until_close(s, timeout)
+
+
+def read_until_close(sock, timeout):
+    deadline = time.monotonic() + timeout
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the server did not close the connection in time")
+        sock.settimeout(left)
+        try:
+            b = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not b:
+            break
+        chunks.append(b)
+    return b"".join(chunks)
+
+
+class Launcher:
+    """Starts servers (listening on 127.0.0.1:0 unless with_http=False) and kills them all in close()."""
+
+    def __init__(self):
+        self.servers = []
+        self.tmpdirs = []
+
+    def start(self, *args, cwd=None, listening=True, with_http=True):
+        tmp = tempfile.TemporaryDirectory(prefix="corgi-wsgi-it-")
+        self.tmpdirs.append(tmp)
+        argv = list(args)
+        if with_http:
+            argv = ["--http", "127.0.0.1:0", *argv]
+        srv = Server(argv, cwd or SOURCE_DIR, tmp.name)
+        self.servers.append(srv)
+        if listening:
+            srv.wait_listening()
+        return srv
+
+    def close(self):
+        for srv in self.servers:
+            srv.kill()
+        for tmp in self.tmpdirs:
+            tmp.cleanup()
+
+
+def python_app(*args):
+    """The flags that serve a module of tests/wsgi/integration/apps."""
+    return ["--pythonpath", APPS_DIR, *args]

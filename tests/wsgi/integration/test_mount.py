@@ -1,0 +1,60 @@
+"""Python apps beside C++ handlers in one URL map: --mount and JSON config routes."""
+
+import json
+
+from support import python_app
+
+
+def test_cli_mount_beside_demo_routes(corgi):
+    srv = corgi("--config", "examples/demo.json", *python_app("--mount", "/py=plain_apps:echo_environ"))
+    status, _, body = srv.get("/py/a%20b/c%2Fd?x=1&y=%20")
+    assert status == 200
+    env = json.loads(body)
+    assert env["SCRIPT_NAME"] == "/py"
+    assert env["PATH_INFO"] == "/a b/c/d"  # percent-decoded
+    assert env["QUERY_STRING"] == "x=1&y=%20"  # raw
+    assert env["routing_args"] == "None"
+    assert env["wsgi.url_scheme"] == "http" and env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert json.loads(srv.get("/py")[2])["PATH_INFO"] == ""
+    assert json.loads(srv.get("/py/")[2])["PATH_INFO"] == "/"
+    # duplicate Cookie headers reach the app joined with "; "
+    conn = srv.connection()
+    try:
+        conn.putrequest("GET", "/py/c")
+        conn.putheader("Cookie", "a=1")
+        conn.putheader("Cookie", "b=2")
+        conn.endheaders()
+        assert json.loads(conn.getresponse().read())["cookie"] == "a=1; b=2"
+    finally:
+        conn.close()
+
+    # the C++ routes of the config still answer, before and after the mount
+    status, _, body = srv.get("/hello/corgi")
+    assert status == 200 and b"corgi" in body
+    status, _, body = srv.get("/user/42")
+    assert status == 200 and json.loads(body)["args"] == {"id": 42}
+    assert srv.get("/pyx")[0] == 404  # a mount matches whole segments only
+
+
+def test_json_config_rule_and_mount(corgi, tmp_path):
+    config = {
+        "routes": [
+            {"rule": "/u/<int:id>", "endpoint": "user_py", "wsgi": "plain_apps:echo_environ"},
+            {"mount": "/legacy", "wsgi": "plain_apps:echo_environ"},
+            {"rule": "/hello/<name>", "endpoint": "hello", "handler": "hello"},
+        ]
+    }
+    path = tmp_path / "routes.json"
+    path.write_text(json.dumps(config))
+    srv = corgi("--config", str(path), *python_app())
+
+    status, _, body = srv.get("/u/42")
+    assert status == 200
+    env = json.loads(body)
+    assert env["routing_args"] == repr(((), {"id": 42}))
+    assert srv.get("/u/forty-two")[0] == 404
+
+    env = json.loads(srv.get("/legacy/x/y?q")[2])
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == ("/legacy", "/x/y", "q")
+    status, _, body = srv.get("/hello/there")
+    assert status == 200 and b"there" in body

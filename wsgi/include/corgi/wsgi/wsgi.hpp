@@ -1,0 +1,37 @@
+// Python WSGI applications as corgi handlers: the embedded interpreter, its lanes of fibers and PEP
+// 3333. A loaded app is an ordinary corgi::handler that never takes the GIL on the io thread: it
+// hands the request to a Python lane (a thread running many fibers) and awaits the response.
+#pragma once
+
+#include <corgi/core/config.hpp>
+#include <corgi/core/handler.hpp>
+
+#include <stdexcept>
+#include <string_view>
+
+namespace corgi::wsgi {
+
+// Loading failed (import error, missing attribute, not callable); what() includes the Python
+// traceback.
+struct load_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// Starts the embedded interpreter (sys.executable /usr/bin/python3.11; sys.path gets settings.chdir
+// or the current directory and settings.pythonpath in front) and the Python lanes (settings.threads
+// lanes, up to settings.fibers concurrent requests each, fiber stacks of settings.fiber_stack_kib).
+// Idempotent: later calls are ignored. Call from the main thread, before load().
+void initialize(const corgi::python_settings& settings);
+
+// Imports a WSGI application and returns the handler that serves it. `spec` is "module:callable",
+// "module" (the callable named by settings.callable, "application" by default), or
+// "path/to/file.py[:callable]". "module:factory()" calls a factory. Imports run on the main
+// thread's Python state. Calls initialize() with default settings when nobody did. Throws
+// load_error.
+corgi::handler load(std::string_view spec);
+
+// Stops the lanes and finalizes the interpreter (skipped when requests are still suspended in the
+// app). Idempotent; handlers called afterwards answer 503.
+void shutdown();
+
+}  // namespace corgi::wsgi

@@ -1,0 +1,205 @@
+// The embedded interpreter's lifetime: PyConfig, sys.path, start-up imports on the main thread
+// state, the lanes, and an orderly finalization.
+#include "python.hpp"
+
+#include "asyncio_bridge.hpp"
+#include "corgi_module.hpp"
+#include "environ.hpp"
+#include "fiber.hpp"
+#include "lane.hpp"
+#include "runtime.hpp"
+#include "wsgi_types.hpp"
+
+#include <corgi/core/log.hpp>
+#include <corgi/wsgi/wsgi.hpp>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <mutex>
+
+#ifndef CORGI_PYTHON_EXECUTABLE
+#define CORGI_PYTHON_EXECUTABLE "/usr/bin/python3.11"
+#endif
+
+namespace corgi::wsgi {
+
+namespace detail {
+
+namespace {
+
+std::mutex g_lifetime_mutex;
+std::atomic<runtime*> g_runtime{nullptr};
+bool g_finalized = false;
+PyObject* g_format_exception = nullptr;
+
+void check(PyStatus status, const char* what) {
+    if (PyStatus_Exception(status)) {
+        throw load_error(std::string("cannot start Python: ") + what + ": " +
+                         (status.err_msg ? status.err_msg : "unknown error"));
+    }
+}
+
+// Raises load_error with the pending Python exception (the GIL is held).
+[[noreturn]] void throw_python(const std::string& what) {
+    std::string tb = fetch_traceback();
+    throw load_error(what + (tb.empty() ? std::string() : ":\n" + tb));
+}
+
+void extend_sys_path(const python_settings& settings) {
+    // The app directory first (the --chdir target, else the current directory, as uWSGI and
+    // gunicorn do), then
+    // --pythonpath entries in order; absolute, so a later chdir by the app changes nothing.
+    py_ref os_path(PyImport_ImportModule("os.path"));
+    if (!os_path) throw_python("cannot import os.path");
+    py_ref entries(PyList_New(0));
+    auto add = [&](const std::string& dir) {
+        py_ref abs(PyObject_CallMethod(os_path.get(), "abspath", "s", dir.c_str()));
+        if (!abs || PyList_Append(entries.get(), abs.get()) != 0)
+            throw_python("bad sys.path entry " + dir);
+    };
+    add(settings.chdir.empty() ? "." : settings.chdir);
+    for (const auto& p : settings.pythonpath) add(p);
+    PyObject* path = PySys_GetObject("path");  // borrowed
+    if (!path || !PyList_Check(path)) throw load_error("cannot start Python: sys.path is missing");
+    if (PyList_SetSlice(path, 0, 0, entries.get()) != 0) throw_python("cannot extend sys.path");
+}
+
+}  // namespace
+
+runtime* current_runtime() noexcept { return g_runtime.load(std::memory_order_acquire); }
+
+lane& runtime::pick_lane() noexcept {
+    lane* best = lanes.front().get();
+    std::size_t best_load = best->load();
+    for (std::size_t i = 1; i < lanes.size() && best_load > 0; ++i) {
+        const std::size_t load = lanes[i]->load();
+        if (load < best_load) {
+            best = lanes[i].get();
+            best_load = load;
+        }
+    }
+    return *best;
+}
+
+std::string format_exception(PyObject* exc) {
+    std::string out;
+    if (g_format_exception) {
+        py_ref lines(PyObject_CallOneArg(g_format_exception, exc));
+        if (lines) {
+            py_ref empty(PyUnicode_FromString(""));
+            py_ref joined(empty ? PyUnicode_Join(empty.get(), lines.get()) : nullptr);
+            if (const char* s = joined ? PyUnicode_AsUTF8(joined.get()) : nullptr) out = s;
+        }
+    }
+    if (out.empty()) {
+        py_ref text(PyObject_Repr(exc));
+        if (const char* s = text ? PyUnicode_AsUTF8(text.get()) : nullptr) out = s;
+    }
+    PyErr_Clear();
+    while (!out.empty() && out.back() == '\n') out.pop_back();
+    return out;
+}
+
+std::string fetch_traceback() {
+    if (!PyErr_Occurred()) return {};
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value && tb) PyException_SetTraceback(value, tb);
+    std::string text = value ? format_exception(value) : std::string("unknown Python error");
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return text;
+}
+
+}  // namespace detail
+
+using namespace detail;
+
+void initialize(const corgi::python_settings& settings) {
+    std::lock_guard lock(g_lifetime_mutex);
+    if (g_runtime.load() || g_finalized) return;
+    if (!settings.chdir.empty() && ::chdir(settings.chdir.c_str()) != 0) {
+        throw load_error("cannot chdir to " + settings.chdir + ": " + std::strerror(errno));
+    }
+
+    register_corgi_module();
+    PyConfig config;
+    PyConfig_InitPythonConfig(&config);
+    struct config_guard {
+        PyConfig* c;
+        ~config_guard() { PyConfig_Clear(c); }
+    } guard{&config};
+    config.install_signal_handlers = 0;  // SIGINT/SIGTERM belong to the server (graceful shutdown)
+    config.parse_argv = 0;
+    // The embedding program is not Python: sys.executable must name the interpreter whose libpython
+    // we run, so that multiprocessing, subprocess calls to sys.executable and site-packages
+    // discovery work.
+    check(PyConfig_SetBytesString(&config, &config.program_name, CORGI_PYTHON_EXECUTABLE),
+          "program_name");
+    check(PyConfig_SetBytesString(&config, &config.executable, CORGI_PYTHON_EXECUTABLE),
+          "executable");
+    char arg0[] = "corgi";
+    char* argv[] = {arg0};
+    check(PyConfig_SetBytesArgv(&config, 1, argv), "argv");
+    check(Py_InitializeFromConfig(&config), "initialization");
+
+    auto rt = std::make_unique<runtime>();
+    rt->settings = settings;
+    if (rt->settings.threads == 0) rt->settings.threads = 1;
+    if (rt->settings.fibers == 0) rt->settings.fibers = 1;
+    if (rt->settings.fiber_stack_kib < 64) rt->settings.fiber_stack_kib = 64;
+    rt->multithread = rt->settings.threads * rt->settings.fibers > 1;
+
+    // On the main thread state, before any fiber exists: pybind11's internals (created lazily with
+    // PyGILState_Ensure otherwise), threading (its main thread must be this one), our types,
+    // asyncio.
+    extend_sys_path(rt->settings);
+    init_pybind11_tls();
+    if (!py_ref(PyImport_ImportModule("threading"))) throw_python("cannot import threading");
+    py_ref traceback(PyImport_ImportModule("traceback"));
+    if (!traceback) throw_python("cannot import traceback");
+    g_format_exception = PyObject_GetAttrString(traceback.get(), "format_exception");
+    if (!g_format_exception || !init_wsgi_types() || !init_environ(rt->multithread) ||
+        !init_asyncio_bridge()) {
+        throw_python("cannot set up the WSGI runtime");
+    }
+
+    install_overflow_handler();
+    ensure_alternate_signal_stack();
+    const std::size_t stack_bytes = rt->settings.fiber_stack_kib * 1024;
+    for (std::size_t i = 0; i < rt->settings.threads; ++i) {
+        rt->lanes.push_back(std::make_unique<lane>(i, rt->settings.fibers, stack_bytes));
+    }
+    rt->main_tstate = PyEval_SaveThread();  // the lanes take the GIL in turn from now on
+    for (auto& l : rt->lanes) l->start();
+    g_runtime.store(rt.release(), std::memory_order_release);
+}
+
+void shutdown() {
+    std::lock_guard lock(g_lifetime_mutex);
+    runtime* rt = g_runtime.exchange(nullptr);
+    if (!rt) return;
+    std::size_t busy = 0;
+    for (auto& l : rt->lanes) busy += l->stop();
+    PyEval_RestoreThread(rt->main_tstate);
+    g_finalized = true;
+    // The runtime (lanes, pooled calls) is left allocated: a handler racing with shutdown must find
+    // memory, not a freed lane.
+    if (busy > 0) {
+        log::warning(
+            "wsgi: " + std::to_string(busy) +
+            " request(s) still inside Python at shutdown: the interpreter is not finalized");
+        PyEval_SaveThread();
+        return;
+    }
+    if (Py_FinalizeEx() != 0)
+        log::warning("wsgi: errors while finalizing Python (buffered output lost?)");
+}
+
+}  // namespace corgi::wsgi

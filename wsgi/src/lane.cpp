@@ -1,0 +1,253 @@
+// Python lanes: the thread loop that holds the GIL only while there is Python to run, the batched
+// inbox, the fiber pool and the hand-over of events to io threads.
+#include "python.hpp"
+
+#include "lane.hpp"
+
+#include "asyncio_bridge.hpp"
+
+#include <corgi/core/log.hpp>
+
+#include <boost/asio/post.hpp>
+
+#include <exception>
+
+namespace corgi::wsgi::detail {
+
+namespace {
+thread_local lane* t_lane = nullptr;
+}
+
+void call::reset() noexcept {
+    app = nullptr;
+    req = nullptr;
+    waiter.reset();
+    io_executor = {};
+    stream_finished = false;
+    body_piece = {};
+    body_error_status = 0;
+    body_error.clear();
+    event = io_event::end;
+    resp = response{};
+    streaming = false;
+    chunk = {};
+    message = lane_msg::start;
+    exchange_token = 0;
+    runner = nullptr;
+    io_released = false;
+    headers_set = false;
+    headers_sent = false;
+    body_eof = false;
+    if (input_buffer.capacity() > 1024 * 1024)
+        input_buffer = std::string();  // don't pin a huge buffer
+    input_buffer.clear();
+    input_pos = 0;
+    failed_read_status = 0;
+}
+
+lane::lane(std::size_t index, std::size_t max_fibers, std::size_t stack_bytes)
+    : index_(index), max_fibers_(max_fibers ? max_fibers : 1), stack_bytes_(stack_bytes) {}
+
+lane::~lane() { stop(); }
+
+lane* lane::current() noexcept { return t_lane; }
+
+void lane::start() {
+    work_.emplace(io_.get_executor());
+    thread_ = std::thread([this] { run(); });
+}
+
+std::size_t lane::stop() {
+    if (!thread_.joinable()) return busy_at_exit_;
+    net::post(io_, [this] { stopping_ = true; });
+    work_.reset();
+    thread_.join();
+    return busy_at_exit_;
+}
+
+void lane::run() {
+    t_lane = this;
+    ensure_alternate_signal_stack();
+    // The lane's own thread state, registered as this thread's gilstate state: fibers get theirs on
+    // top.
+    PyGILState_STATE gil = PyGILState_Ensure();
+    tstate_ = PyThreadState_Get();
+    has_gil_ = true;
+    while (!stopping_) {
+        // Ready handlers run back to back; only when none is left does the lane give up the GIL and
+        // block.
+        if (io_.poll() > 0) continue;
+        if (stopping_ || io_.stopped()) break;
+        if (has_gil_) {
+            PyEval_SaveThread();
+            has_gil_ = false;
+        }
+        io_.run_one();
+    }
+    ensure_gil();
+    shutdown_fibers();
+    aio_.reset();
+    PyGILState_Release(gil);
+    has_gil_ = false;
+}
+
+void lane::ensure_gil() noexcept {
+    if (!has_gil_) {
+        PyEval_RestoreThread(tstate_);
+        has_gil_ = true;
+    }
+}
+
+void lane::shutdown_fibers() {
+    for (auto& f : fibers_) {
+        if (f->job) {
+            // Suspended inside the app: unwinding its C stack would run through CPython frames that
+            // expect to return normally. Leak it; shutdown() then skips Py_FinalizeEx.
+            ++busy_at_exit_;
+            (void)f.release();
+        }
+    }
+    fibers_.clear();  // idle fibers end their loop and delete their thread states
+    idle_.clear();
+    backlog_.clear();
+}
+
+void lane::set_asyncio(std::unique_ptr<aio_driver> d) { aio_ = std::move(d); }
+
+call* lane::acquire_call() {
+    call* c;
+    {
+        std::lock_guard lock(mutex_);
+        if (free_calls_.empty()) {
+            calls_.push_back(std::make_unique<call>());
+            c = calls_.back().get();
+        } else {
+            c = free_calls_.back();
+            free_calls_.pop_back();
+        }
+    }
+    c->reset();
+    c->home = this;
+    c->refs.store(2, std::memory_order_relaxed);
+    load_.fetch_add(1, std::memory_order_relaxed);
+    return c;
+}
+
+void lane::release_call(call* c) noexcept {
+    if (c->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    std::lock_guard lock(mutex_);
+    free_calls_.push_back(c);
+}
+
+void lane::send(call* c, lane_msg m) {
+    bool post;
+    {
+        std::lock_guard lock(mutex_);
+        inbox_.emplace_back(c, m);
+        post = !std::exchange(drain_posted_, true);
+    }
+    // One post per batch: while a drain is pending, more messages just join the inbox.
+    if (post) net::post(io_, [this] { drain(); });
+}
+
+void lane::drain() {
+    {
+        std::lock_guard lock(mutex_);
+        draining_.swap(inbox_);
+        drain_posted_ = false;
+    }
+    ensure_gil();
+    for (auto [c, m] : draining_) dispatch(c, m);
+    draining_.clear();
+}
+
+void lane::dispatch(call* c, lane_msg m) {
+    if (m == lane_msg::start) {
+        start_call(c);
+        return;
+    }
+    c->message = m;
+    if (c->runner) wake(*c->runner, c->exchange_token);
+}
+
+void lane::start_call(call* c) {
+    fiber* f = nullptr;
+    if (!idle_.empty()) {
+        f = idle_.back();
+        idle_.pop_back();
+    } else if (fibers_.size() < max_fibers_) {
+        try {
+            fibers_.push_back(std::make_unique<fiber>(*this, stack_bytes_, fibers_.size() + 1));
+            f = fibers_.back().get();
+        } catch (const std::exception& e) {
+            log::error(std::string("wsgi: cannot create a fiber: ") + e.what());
+            c->resp = response(503);
+            c->resp.headers.add("Content-Type", "text/plain");
+            c->resp.body = std::string("503 Service Unavailable\n");
+            notify_io(*c, io_event::response_ready);
+            finish_call(*c);
+            return;
+        }
+    } else {
+        backlog_.push_back(c);  // every fiber is busy: the next one to finish takes it
+        return;
+    }
+    f->job = c;
+    c->runner = f;
+    run_fiber(*f);
+}
+
+void lane::run_fiber(fiber& f) {
+    for (;;) {
+        f.resume();
+        if (f.job) return;  // waiting for something
+        if (backlog_.empty() || stopping_) {
+            idle_.push_back(&f);
+            return;
+        }
+        call* next = backlog_.front();
+        backlog_.pop_front();
+        f.job = next;
+        next->runner = &f;
+    }
+}
+
+void lane::wake(fiber& f, std::uint64_t token) {
+    if (!f.accepts(token)) return;
+    ensure_gil();
+    run_fiber(f);
+}
+
+void lane::wake_later(fiber& f, std::uint64_t token) {
+    net::post(io_, [this, &f, token] { wake(f, token); });
+}
+
+void lane::notify_io(call& c, io_event ev) {
+    c.event = ev;
+    const net::any_io_executor io =
+        c.io_executor;  // the io thread resets the call's copy when it runs
+    net::post(io, [cp = &c] {
+        auto handler = std::move(*cp->waiter);
+        cp->waiter.reset();
+        cp->io_executor = {};  // the pending work ends here
+        const io_event event = cp->event;
+        std::move(handler)(event);
+    });
+}
+
+lane_msg lane::exchange(call& c, io_event ev) {
+    if (c.io_released) return lane_msg::abort;
+    fiber& f = *c.runner;
+    c.exchange_token = f.arm();
+    notify_io(c, ev);
+    f.wait();
+    return c.message;
+}
+
+void lane::finish_call(call& c) noexcept {
+    c.runner = nullptr;
+    load_.fetch_sub(1, std::memory_order_relaxed);
+    release_call(&c);
+}
+
+}  // namespace corgi::wsgi::detail

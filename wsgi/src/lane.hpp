@@ -1,0 +1,107 @@
+// A Python lane: one thread with its own io_context that holds the GIL while its fibers run and
+// releases it whenever the io_context would wait. Requests arrive from io threads through an inbox
+// that costs one wake-up per batch (a running lane is never woken); each request gets a pooled
+// fiber, extra requests queue.
+#pragma once
+
+#include "python.hpp"
+
+#include "call.hpp"
+#include "fiber.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace corgi::wsgi::detail {
+
+struct aio_driver;
+
+class lane {
+  public:
+    lane(std::size_t index, std::size_t max_fibers, std::size_t stack_bytes);
+    ~lane();
+    lane(const lane&) = delete;
+    lane& operator=(const lane&) = delete;
+
+    // Starts the thread; it takes the GIL once the caller releases it.
+    void start();
+    // Stops the thread after the running handlers; returns the number of fibers still inside the
+    // app (their frames cannot be unwound safely, so the interpreter must not be finalized).
+    std::size_t stop();
+
+    // --- any thread ---
+    // A fresh call from the pool, referenced by both sides.
+    call* acquire_call();
+    // Drops one side's reference.
+    void release_call(call* c) noexcept;
+    // Queues a message for the call's fiber; wakes the lane only if no drain is pending.
+    void send(call* c, lane_msg m);
+    // Requests inside this lane (queued or running): the load balancer's measure.
+    std::size_t load() const noexcept { return load_.load(std::memory_order_relaxed); }
+    std::size_t index() const noexcept { return index_; }
+
+    // --- lane thread ---
+    net::io_context& io() noexcept { return io_; }
+    // Takes the GIL back if the lane released it to wait (every lane handler that touches Python
+    // calls it).
+    void ensure_gil() noexcept;
+    // Completes the io side's wait with `ev` (posted to the io thread).
+    void notify_io(call& c, io_event ev);
+    // Resumes `f` if `token` is its current wait's (stale wake-ups are ignored).
+    void wake(fiber& f, std::uint64_t token);
+    // Same, later: posted to this lane's io_context.
+    void wake_later(fiber& f, std::uint64_t token);
+    // Inside a fiber: the request's fiber hands `ev` to the io side and waits for its answer.
+    lane_msg exchange(call& c, io_event ev);
+    // The fiber is done with its call (lane side reference).
+    void finish_call(call& c) noexcept;
+
+    PyThreadState* tstate() const noexcept { return tstate_; }
+    aio_driver* asyncio() noexcept { return aio_.get(); }
+    void set_asyncio(std::unique_ptr<aio_driver> d);
+    static lane* current() noexcept;
+
+  private:
+    void run();
+    void drain();
+    void dispatch(call* c, lane_msg m);
+    void start_call(call* c);
+    void run_fiber(fiber& f);
+    void shutdown_fibers();
+
+    std::size_t index_;
+    std::size_t max_fibers_;
+    std::size_t stack_bytes_;
+    net::io_context io_{1};
+    std::optional<net::executor_work_guard<net::io_context::executor_type>> work_;
+    std::thread thread_;
+    PyThreadState* tstate_ = nullptr;
+    bool has_gil_ = false;
+    bool stopping_ = false;
+    std::size_t busy_at_exit_ = 0;
+
+    std::mutex mutex_;  // guards inbox_, drain_posted_, free_calls_
+    std::vector<std::pair<call*, lane_msg>> inbox_;
+    std::vector<std::pair<call*, lane_msg>> draining_;  // lane thread only
+    bool drain_posted_ = false;
+    std::vector<call*> free_calls_;
+    std::vector<std::unique_ptr<call>> calls_;
+    std::atomic<std::size_t> load_{0};
+
+    // lane thread only
+    std::vector<std::unique_ptr<fiber>> fibers_;
+    std::vector<fiber*> idle_;
+    std::deque<call*> backlog_;
+    std::unique_ptr<aio_driver> aio_;
+};
+
+}  // namespace corgi::wsgi::detail

@@ -1,0 +1,37 @@
+// The process-wide state of the wsgi module: settings, lanes and loaded apps (one embedded
+// interpreter).
+#pragma once
+
+#include "python.hpp"
+
+#include <corgi/core/config.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace corgi::wsgi::detail {
+
+class lane;
+
+// A loaded WSGI callable. Never released: apps live as long as the interpreter, and the handlers
+// that refer to them may be destroyed after it is gone.
+struct app_entry {
+    PyObject* callable = nullptr;
+    std::string spec;
+};
+
+struct runtime {
+    python_settings settings;
+    std::vector<std::unique_ptr<lane>> lanes;
+    PyThreadState* main_tstate = nullptr;  // saved (GIL released) while the lanes run
+    bool multithread = true;               // more than one request can be inside the app at once
+
+    // The lane with the fewest requests in it.
+    lane& pick_lane() noexcept;
+};
+
+// Null before initialize() and after shutdown().
+runtime* current_runtime() noexcept;
+
+}  // namespace corgi::wsgi::detail

@@ -1,0 +1,375 @@
+// The fiber side of a WSGI request (PEP 3333): calls the app, turns its iterable into a
+// corgi::response (bytes in memory, a file range for sendfile, or chunks streamed with
+// backpressure), and maps failures to a 500 or to an aborted connection. close() of the iterable is
+// always called.
+#include "python.hpp"
+
+#include "wsgi_call.hpp"
+
+#include "asyncio_bridge.hpp"
+#include "call.hpp"
+#include "environ.hpp"
+#include "fiber.hpp"
+#include "lane.hpp"
+#include "runtime.hpp"
+#include "wsgi_types.hpp"
+
+#include <corgi/core/log.hpp>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <string>
+
+namespace corgi::wsgi::detail {
+
+namespace {
+
+const char* short_reason(int status) {
+    switch (status) {
+        case 400:
+            return "Bad Request";
+        case 408:
+            return "Request Timeout";
+        case 413:
+            return "Content Too Large";
+        case 503:
+            return "Service Unavailable";
+        default:
+            return "Internal Server Error";
+    }
+}
+
+response error_response(int status) {
+    response r(status);
+    r.headers.add("Content-Type", "text/plain; charset=utf-8");
+    r.body = std::to_string(status) + " " + short_reason(status) + "\n";
+    return r;
+}
+
+lane& lane_of(call& c) { return *c.home; }
+
+// The complete (non-streamed) response goes to the io side.
+void hand_over(call& c) {
+    c.streaming = false;
+    c.headers_sent = true;
+    if (!c.io_released) {
+        c.io_released = true;
+        lane_of(c).notify_io(c, io_event::response_ready);
+    }
+}
+
+bool client_gone(const call& c) { return c.io_released && c.message == lane_msg::abort; }
+
+// With the Python exception pending (or not): logs it with its traceback, then answers 500 (or the
+// status of a failed body read) when the headers have not gone out, else makes the io side abort
+// the connection.
+void fail(call& c, const char* what) {
+    std::string tb = fetch_traceback();
+    if (client_gone(c)) {
+        // The app saw the client leave (write() or wsgi.input raised): expected, not an app error.
+        log::info("wsgi: " + c.app->spec + ": client went away");
+    } else {
+        log::error("wsgi: " + c.app->spec + ": " + what +
+                   (tb.empty() ? std::string() : ":\n" + tb));
+    }
+    if (!c.headers_sent) {
+        c.resp = error_response(c.failed_read_status ? c.failed_read_status : 500);
+        hand_over(c);
+    } else if (!c.io_released) {
+        c.io_released = true;
+        lane_of(c).notify_io(c, io_event::failed);
+    }
+}
+
+// Calls result.close() when it has one. False with a Python exception when close() raised.
+bool close_result(PyObject* result) {
+    py_ref close(PyObject_GetAttrString(result, "close"));
+    if (!close) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return false;
+        PyErr_Clear();
+        return true;
+    }
+    return py_ref(PyObject_CallNoArgs(close.get())).get() != nullptr;
+}
+
+// An exception is pending: close() the iterable anyway (logging what close() raises), then fail.
+void fail_and_close(call& c, PyObject* result, const char* what) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (result && !close_result(result)) {
+        log::error("wsgi: " + c.app->spec + ": close() of the response iterable raised:\n" +
+                   fetch_traceback());
+    }
+    PyErr_Restore(type, value, tb);
+    fail(c, what);
+}
+
+// wsgi.file_wrapper over a regular file: the protocol sends it with sendfile(). 1 when used, 0 to
+// fall back to iterating the wrapper (no fileno(), not a regular file), never an error.
+int try_file_range(call& c, file_wrapper_object* w) {
+    if (!c.headers_set || !w->filelike) return 0;
+    py_ref fileno(PyObject_CallMethod(w->filelike, "fileno", nullptr));
+    if (!fileno) {
+        PyErr_Clear();  // BytesIO and friends: io.UnsupportedOperation
+        return 0;
+    }
+    const long fd = PyLong_AsLong(fileno.get());
+    if (fd < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    struct stat st {};
+    if (::fstat(static_cast<int>(fd), &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    // Where the app left the file: Python's buffered position (tell()), not the descriptor's.
+    off_t offset = -1;
+    if (py_ref pos{PyObject_CallMethod(w->filelike, "tell", nullptr)}) {
+        offset = static_cast<off_t>(PyLong_AsLongLong(pos.get()));
+    }
+    if (offset < 0) {
+        PyErr_Clear();
+        offset = ::lseek(static_cast<int>(fd), 0, SEEK_CUR);
+        if (offset < 0) return 0;
+    }
+    std::uint64_t length =
+        st.st_size > offset ? static_cast<std::uint64_t>(st.st_size - offset) : 0;
+    if (const std::string* declared = c.resp.headers.find("Content-Length")) {
+        std::uint64_t n = 0;
+        auto [end, ec] = std::from_chars(declared->data(), declared->data() + declared->size(), n);
+        if (ec == std::errc() && end == declared->data() + declared->size() && n < length)
+            length = n;
+    }
+    const int copy = ::fcntl(static_cast<int>(fd), F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) return 0;
+    c.resp.body = file_range{file_descriptor(copy), static_cast<std::uint64_t>(offset), length};
+    return 1;
+}
+
+// A list or tuple of bytes: the whole body is in memory already, so it goes out with a
+// Content-Length.
+void deliver_sequence(call& c, PyObject* result) {
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(result);
+    PyObject** items = PySequence_Fast_ITEMS(result);
+    std::size_t total = 0;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        if (!PyBytes_Check(items[i])) {
+            PyErr_Format(PyExc_TypeError,
+                         "the response iterable must yield bytes, item %zd is %.100s", i,
+                         Py_TYPE(items[i])->tp_name);
+            return fail(c, "returned a bad response body");
+        }
+        total += static_cast<std::size_t>(PyBytes_GET_SIZE(items[i]));
+    }
+    if (!c.headers_set) {
+        PyErr_SetString(PyExc_AssertionError,
+                        "the application returned without calling start_response()");
+        return fail(c, "broke the WSGI protocol");
+    }
+    std::string body;
+    body.reserve(total);
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        body.append(PyBytes_AS_STRING(items[i]),
+                    static_cast<std::size_t>(PyBytes_GET_SIZE(items[i])));
+    }
+    c.resp.body = std::move(body);
+    hand_over(c);
+}
+
+void deliver(call& c, PyObject* result) {
+    if (Py_IS_TYPE(result, file_wrapper_type()) && !c.headers_sent &&
+        try_file_range(c, reinterpret_cast<file_wrapper_object*>(result)) == 1) {
+        if (!close_result(result)) return fail(c, "close() of the file wrapper raised");
+        return hand_over(c);
+    }
+    if ((PyList_CheckExact(result) || PyTuple_CheckExact(result)) && !c.headers_sent) {
+        return deliver_sequence(c, result);  // lists and tuples have no close()
+    }
+    py_ref it(PyObject_GetIter(result));
+    if (!it) {
+        PyErr_Format(PyExc_TypeError,
+                     "the application must return an iterable of bytes, not %.100s",
+                     Py_TYPE(result)->tp_name);
+        return fail_and_close(c, result, "returned a non-iterable");
+    }
+    for (;;) {
+        py_ref item(PyIter_Next(it.get()));
+        if (!item) {
+            if (PyErr_Occurred())
+                return fail_and_close(c, result, "raised while producing the response body");
+            break;
+        }
+        if (!PyBytes_Check(item.get())) {
+            PyErr_Format(PyExc_TypeError, "the response iterable must yield bytes, not %.100s",
+                         Py_TYPE(item.get())->tp_name);
+            return fail_and_close(c, result, "returned a bad response body");
+        }
+        if (PyBytes_GET_SIZE(item.get()) == 0) continue;
+        if (!c.headers_set) {
+            PyErr_SetString(PyExc_AssertionError,
+                            "the response body started before start_response() was called");
+            return fail_and_close(c, result, "broke the WSGI protocol");
+        }
+        if (!send_chunk(c, item.get())) {
+            // The client is gone: stop producing, but close() all the same.
+            if (!close_result(result)) {
+                log::error("wsgi: " + c.app->spec + ": close() of the response iterable raised:\n" +
+                           fetch_traceback());
+            }
+            return;
+        }
+    }
+    if (!close_result(result)) return fail(c, "close() of the response iterable raised");
+    if (!c.headers_sent) {
+        if (!c.headers_set) {
+            PyErr_SetString(PyExc_AssertionError,
+                            "the application returned without calling start_response()");
+            return fail(c, "broke the WSGI protocol");
+        }
+        c.resp.body = std::string();
+        return hand_over(c);
+    }
+    if (!c.io_released) {
+        c.io_released = true;
+        lane_of(c).notify_io(c, io_event::end);
+    }
+}
+
+void serve(call& c, PyObject* environ, PyObject* start_response) {
+    py_ref result(PyObject_CallFunctionObjArgs(c.app->callable, environ, start_response, nullptr));
+    if (!result) return fail(c, "the application raised");
+    if (is_awaitable(result.get())) {
+        // An async def app (or one returning a future): run it on the lane's asyncio loop, then use
+        // what it produced, which may itself be a WSGI app such as a werkzeug Response.
+        result = py_ref(await_in_fiber(result.get()));
+        if (!result) return fail(c, "the awaited application raised");
+        if (PyCallable_Check(result.get()) && !PyList_Check(result.get()) &&
+            !PyTuple_Check(result.get())) {
+            result = py_ref(
+                PyObject_CallFunctionObjArgs(result.get(), environ, start_response, nullptr));
+            if (!result) return fail(c, "the WSGI app returned by the coroutine raised");
+        }
+    }
+    deliver(c, result.get());
+}
+
+}  // namespace
+
+bool send_chunk(call& c, PyObject* bytes) {
+    if (c.io_released) return false;
+    c.chunk_object = py_ref::borrow(bytes);
+    c.chunk = std::string_view(PyBytes_AS_STRING(bytes),
+                               static_cast<std::size_t>(PyBytes_GET_SIZE(bytes)));
+    lane_msg answer;
+    if (!c.headers_sent) {
+        c.headers_sent = true;
+        c.streaming = true;
+        answer = lane_of(c).exchange(c, io_event::response_ready);
+    } else {
+        answer = lane_of(c).exchange(c, io_event::chunk);
+    }
+    c.chunk_object.reset();
+    c.chunk = {};
+    if (answer == lane_msg::abort) {
+        c.io_released = true;
+        return false;
+    }
+    return true;
+}
+
+bool on_request_fiber(const call& c, const char* what, const char* advice) {
+    if (fiber::current() == c.runner) return true;
+    PyErr_Format(PyExc_RuntimeError,
+                 "%s, and only the WSGI call itself can wait for the client (not a coroutine it "
+                 "returned, not another thread): %s",
+                 what, advice);
+    return false;
+}
+
+int read_more(call& c) {
+    if (c.body_eof) return 0;
+    if (c.io_released) {
+        PyErr_SetString(PyExc_ConnectionResetError,
+                        "the request is over: its body can no longer be read");
+        return -1;
+    }
+    if (!c.req->body) {
+        c.body_eof = true;
+        return 0;
+    }
+    if (!on_request_fiber(c, "wsgi.input needs more of the request body",
+                          "read the body before returning a coroutine"))
+        return -1;
+    const lane_msg answer = lane_of(c).exchange(c, io_event::need_body);
+    if (answer == lane_msg::abort) {
+        c.io_released = true;
+        PyErr_SetString(PyExc_ConnectionResetError, "the client closed the connection");
+        return -1;
+    }
+    if (c.body_error_status) {
+        c.failed_read_status = c.body_error_status;
+        c.body_eof = true;
+        PyErr_Format(PyExc_OSError, "reading the request body failed: %d %s", c.body_error_status,
+                     c.body_error.c_str());
+        return -1;
+    }
+    if (c.body_piece.empty()) {
+        c.body_eof = true;
+        return 0;
+    }
+    c.input_buffer.append(c.body_piece);
+    c.body_piece = {};
+    return 1;
+}
+
+void run_wsgi_call(fiber& f, call& c) noexcept {
+    (void)f;
+    // A fresh contextvars.Context per request: values set by one request are never seen by the
+    // next.
+    py_ref context(PyContext_New());
+    const bool entered = context && PyContext_Enter(context.get()) == 0;
+    py_ref input(new_input(&c));
+    py_ref start_response(new_start_response(&c));
+    py_ref environ;
+    if (entered && input && start_response) environ = py_ref(build_environ(c, input.get()));
+    if (environ) {
+        serve(c, environ.get(), start_response.get());
+    } else {
+        fail(c, "could not build the WSGI environ");
+    }
+    detach(input.get());
+    detach(start_response.get());
+    environ.reset();
+    input.reset();
+    start_response.reset();
+    if (entered) PyContext_Exit(context.get());
+    PyErr_Clear();
+    lane_of(c).finish_call(c);
+}
+
+void reset_thread_state(PyThreadState* ts) noexcept {
+    PyErr_Clear();
+    PyErr_SetExcInfo(nullptr, nullptr, nullptr);
+    // threading.local keeps its values in the thread state's dict: replace it so the next request
+    // on this fiber starts empty. asyncio caches a borrowed pointer to its running-loop holder,
+    // kept in that dict: the holder moves to the new dict so that cache never dangles.
+    if (PyObject* old = ts->dict) {
+        static PyObject* const holder_key =
+            PyUnicode_InternFromString("__asyncio_running_event_loop__");
+        PyObject* holder = PyDict_GetItemWithError(old, holder_key);
+        if (PyDict_GET_SIZE(old) == (holder ? 1 : 0)) return PyErr_Clear();
+        PyObject* fresh = PyDict_New();
+        if (!fresh || (holder && PyDict_SetItem(fresh, holder_key, holder) != 0)) {
+            Py_XDECREF(fresh);
+            PyErr_Clear();
+            return;
+        }
+        ts->dict = fresh;
+        Py_DECREF(old);  // threading.local values of the request die here (their __del__ runs on
+                         // this fiber)
+        PyErr_Clear();
+    }
+}
+
+}  // namespace corgi::wsgi::detail
