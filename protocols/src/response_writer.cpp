@@ -179,7 +179,10 @@ void append_head(std::string& out, const response& res, const response_framing& 
     }
     append_number(out, static_cast<std::uint64_t>(res.status));
     out += ' ';
-    out += reason_phrase(res.status);
+    if (res.reason.empty())
+        out += reason_phrase(res.status);
+    else
+        out += res.reason;
     out += "\r\n";
     bool has_date = false, has_server = false, has_length = false;
     for (const auto& [name, value] : res.headers) {

@@ -16,7 +16,10 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -207,6 +210,31 @@ TEST_CASE("proxy session: uwsgi request answered with a raw HTTP response, then 
     CHECK(reply.head.find("Content-Length: " + std::to_string(reply.body.size()) + "\r\n") !=
           std::string::npos);
     CHECK(reply.body == expected_for("uwsgi"));
+}
+
+TEST_CASE("proxy session: uwsgi vars cannot load code or change the configuration",
+          "[uwsgi][session]") {
+    // uWSGI acts on UWSGI_SCRIPT, UWSGI_FILE, UWSGI_SETENV, UWSGI_CHDIR... sent by whoever reaches
+    // its socket. corgi treats them as opaque variables: the configured handler answers and the
+    // process is unchanged.
+    proxy_server s;
+    const std::string cwd_before = std::filesystem::current_path().string();
+    REQUIRE(std::getenv("CORGI_UWSGI_SETENV_PROBE") == nullptr);
+    var_list vars = request_vars("GET", "/a%20b?x=1");
+    vars.emplace_back("UWSGI_SCRIPT", "os:system");
+    vars.emplace_back("UWSGI_FILE", "/etc/passwd");
+    vars.emplace_back("UWSGI_MODULE", "os");
+    vars.emplace_back("UWSGI_CALLABLE", "system");
+    vars.emplace_back("UWSGI_SETENV", "CORGI_UWSGI_SETENV_PROBE=1");
+    vars.emplace_back("UWSGI_CHDIR", "/");
+    vars.emplace_back("UWSGI_APPID", "other");
+    client c(s.uwsgi_port);
+    REQUIRE(c.send(corgi::test::uwsgi_packet(vars)));
+    auto reply = split(c.read_to_end());
+    CHECK(reply.head.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+    CHECK(reply.body == expected_for("uwsgi"));
+    CHECK(std::getenv("CORGI_UWSGI_SETENV_PROBE") == nullptr);
+    CHECK(std::filesystem::current_path().string() == cwd_before);
 }
 
 TEST_CASE("proxy session: uwsgi body arriving in pieces reaches the handler whole",

@@ -10,6 +10,7 @@
 #include "wsgi_call.hpp"
 
 #include <corgi/core/header_map.hpp>
+#include <corgi/core/http_error.hpp>
 #include <corgi/core/log.hpp>
 
 #include <algorithm>
@@ -88,7 +89,7 @@ bool native_string(PyObject* s, const char* what, std::string_view& out) {
     return true;
 }
 
-bool parse_status(PyObject* status, int& code) {
+bool parse_status(PyObject* status, int& code, std::string_view& reason) {
     std::string_view s;
     if (!native_string(status, "status", s)) return false;
     bool ok = s.size() >= 4 && s[3] == ' ';
@@ -101,6 +102,7 @@ bool parse_status(PyObject* status, int& code) {
         return false;
     }
     code = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
+    reason = s.substr(4);
     return true;
 }
 
@@ -213,9 +215,15 @@ PyObject* start_response_call(PyObject* self, PyObject* args, PyObject* kwargs) 
         }
     }
     int code = 0;
+    std::string_view reason;
     header_map parsed;
-    if (!parse_status(status, code) || !parse_headers(headers, parsed)) return nullptr;
+    if (!parse_status(status, code, reason) || !parse_headers(headers, parsed)) return nullptr;
     c->resp.status = code;
+    // PEP 3333: the status line is the app's; kept only when it differs from the standard phrase.
+    if (reason != reason_phrase(code))
+        c->resp.reason.assign(reason);
+    else
+        c->resp.reason.clear();
     c->resp.headers = std::move(parsed);
     c->headers_set = true;
     return PyCFunction_NewEx(&write_def, self, nullptr);

@@ -20,6 +20,12 @@ EXAMPLES_DIR = os.path.join(SOURCE_DIR, "examples")
 SERVING = re.compile(rb"corgi: serving http on 127\.0\.0\.1:(\d+)")
 
 
+def sanitized_build():
+    """True when the binary was built with AddressSanitizer (`corgi --version` says so)."""
+    out = subprocess.run([corgi_binary(), "--version"], capture_output=True, text=True, timeout=10).stdout
+    return "sanitizers:" in out
+
+
 def corgi_binary():
     path = os.environ.get("CORGI_BINARY")
     if not path or not os.access(path, os.X_OK):

@@ -266,3 +266,12 @@ def asyncio_client(environ, start_response):
             "same_loop": same_loop,
         },
     )
+
+
+def custom_status(environ, start_response):
+    """The status line is the app's: a custom reason, and a standard code with a reworded reason."""
+    status = {"/custom": "299 Custom Thing", "/reworded": "404 Nothing Here", "/standard": "404 Not Found"}[
+        environ["PATH_INFO"]
+    ]
+    start_response(status, [("Content-Type", "text/plain")])
+    return [status.encode()]
