@@ -113,6 +113,9 @@ struct server::listener {
     net::basic_socket_acceptor<net::generic::stream_protocol> acceptor;
     protocol proto;
     listen_address address;
+    // Bound to one address: every connection's local address is this one, no getsockname needed.
+    bool local_known = false;
+    std::string local_addr;
     listener(net::io_context& ctx, protocol p, listen_address a)
         : acceptor(ctx), proto(std::move(p)), address(std::move(a)) {}
     ~listener() {
@@ -120,24 +123,41 @@ struct server::listener {
     }
 };
 
-// Per io thread: its live connections (touched only on that thread) and the guard that keeps run()
-// going.
+// Per io thread: its live connections (touched only on that thread), the guard that keeps run() going
+// and the sweeper that enforces their deadlines.
 struct server::thread_slot {
     connection* head = nullptr;
     std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
+    std::optional<net::steady_timer> sweeper;
 };
+
+namespace {
+// How often each io thread checks its connections' deadlines: timeouts are seconds, so a quarter
+// second of lateness is fine, and a few thousand comparisons a second cost less than one timer
+// operation per request.
+constexpr auto sweep_interval = std::chrono::milliseconds(250);
+}  // namespace
 
 // ---------------------------------------------------------------------------------------------------------------
 // connection
 
 connection::connection(server& owner, stream_socket socket)
-    : owner_(owner), socket_(std::move(socket)), watchdog_(socket_.get_executor()) {
+    : owner_(owner), socket_(std::move(socket)) {
     boost::system::error_code ec;
     auto remote = socket_.remote_endpoint(ec);
     if (!ec) describe(remote, remote_addr_, remote_port_);
     auto local = socket_.local_endpoint(ec);
     if (!ec) describe(local, local_addr_, local_port_);
 }
+
+connection::connection(server& owner, stream_socket socket, std::string remote_addr,
+                       std::uint16_t remote_port, std::string local_addr, std::uint16_t local_port)
+    : owner_(owner),
+      socket_(std::move(socket)),
+      remote_addr_(std::move(remote_addr)),
+      local_addr_(std::move(local_addr)),
+      remote_port_(remote_port),
+      local_port_(local_port) {}
 
 connection::~connection() = default;
 
@@ -147,39 +167,14 @@ bool connection::draining() const noexcept { return owner_.stopping(); }
 
 void connection::expires_after(std::chrono::steady_clock::duration d) noexcept {
     deadline_ = std::chrono::steady_clock::now() + d;
-    if (closed_) return;
-    if (!watchdog_armed_) {
-        start_watchdog();
-    } else if (deadline_ < armed_until_ && !rearm_pending_) {
-        // A later deadline is picked up lazily when the armed wait fires; an earlier one cancels
-        // the wait, whose handler re-arms for the new deadline.
-        rearm_pending_ = true;
-        watchdog_.cancel();
-    }
 }
 
 void connection::expires_never() noexcept {
     deadline_ = std::chrono::steady_clock::time_point::max();
 }
 
-void connection::start_watchdog() {
-    watchdog_armed_ = true;
-    armed_until_ = deadline_;
-    watchdog_.expires_at(deadline_);
-    watchdog_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-        self->watchdog_armed_ = false;
-        const bool rearm = std::exchange(self->rearm_pending_, false);
-        if (self->closed_) return;
-        if (!ec || rearm) self->on_watchdog();
-    });
-}
-
-void connection::on_watchdog() {
-    if (closed_ || deadline_ == std::chrono::steady_clock::time_point::max()) return;
-    if (std::chrono::steady_clock::now() < deadline_) {
-        start_watchdog();  // the deadline moved while we slept
-        return;
-    }
+void connection::on_deadline(std::chrono::steady_clock::time_point now) noexcept {
+    if (closed_) return;
     if (timed_out_) {
         close();  // the session had its chance to answer 408 and did not finish in time
         return;
@@ -189,8 +184,7 @@ void connection::on_watchdog() {
     timed_out_ = true;
     boost::system::error_code ec;
     socket_.cancel(ec);
-    deadline_ = std::chrono::steady_clock::now() + limits().write_timeout;
-    start_watchdog();
+    deadline_ = now + limits().write_timeout;
 }
 
 void connection::set_idle(bool idle) noexcept {
@@ -201,10 +195,11 @@ void connection::set_idle(bool idle) noexcept {
 void connection::close() noexcept {
     if (closed_) return;
     closed_ = true;
+    deadline_ = std::chrono::steady_clock::time_point::max();
+    // close() alone: it sends the FIN (or the RST a client's unread bytes call for) and cancels
+    // pending operations; a shutdown() first would be one more system call per connection.
     boost::system::error_code ec;
-    socket_.shutdown(net::socket_base::shutdown_both, ec);
     socket_.close(ec);
-    watchdog_.cancel();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -294,6 +289,8 @@ listen_address server::listen(const listen_address& address, protocol proto) {
         net::generic::stream_protocol::endpoint bound = acc.local_endpoint(ec);
         std::string host;
         describe(bound, host, l->address.port);
+        l->local_known = !address.host.empty();  // one address, not all interfaces
+        l->local_addr = host;
     }
     acc.listen(net::socket_base::max_listen_connections, ec);
     if (ec) fail("listen on");
@@ -306,7 +303,8 @@ task<void> server::accept_loop(std::shared_ptr<listener> l) {
     for (;;) {
         std::size_t index = next_thread_.fetch_add(1, std::memory_order_relaxed) % contexts_.size();
         net::io_context& target = *contexts_[index];
-        auto [ec, socket] = co_await l->acceptor.async_accept(target, use_tuple);
+        net::generic::stream_protocol::endpoint peer;
+        auto [ec, socket] = co_await l->acceptor.async_accept(target, peer, use_tuple);
         if (ec == net::error::operation_aborted || stopping()) co_return;
         if (ec) {
             // Out of descriptors or a connection reset before accept: say so, breathe, go on.
@@ -325,7 +323,23 @@ task<void> server::accept_loop(std::shared_ptr<listener> l) {
             ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
         connections_.fetch_add(1, std::memory_order_relaxed);
-        auto conn = std::make_shared<connection>(*this, std::move(socket));
+        // The peer comes with accept and the local address from the listener when it is bound to
+        // one, so a connection costs no getpeername/getsockname (unix sockets have neither).
+        std::string remote_addr, local_addr;
+        std::uint16_t remote_port = 0, local_port = 0;
+        if (tcp) {
+            describe(peer, remote_addr, remote_port);
+            if (l->local_known) {
+                local_addr = l->local_addr;
+                local_port = l->address.port;
+            } else {
+                boost::system::error_code local_ec;
+                auto local = socket.local_endpoint(local_ec);
+                if (!local_ec) describe(local, local_addr, local_port);
+            }
+        }
+        auto conn = std::make_shared<connection>(*this, std::move(socket), std::move(remote_addr),
+                                                 remote_port, std::move(local_addr), local_port);
         conn->thread_index_ = index;
         // The session runs on the connection's own io thread; registration happens there too.
         net::co_spawn(
@@ -364,8 +378,11 @@ task<void> server::accept_loop(std::shared_ptr<listener> l) {
 
 void server::run() {
     if (!handler_) handler_ = [](request&) -> task<response> { co_return response::error(404); };
-    for (auto& slot : slots_)
-        slot->work.emplace(net::make_work_guard(*contexts_[&slot - &slots_[0]]));
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+        slots_[i]->work.emplace(net::make_work_guard(*contexts_[i]));
+        slots_[i]->sweeper.emplace(*contexts_[i]);
+        sweep_deadlines(i);
+    }
     for (auto& l : listeners_)
         net::co_spawn(*contexts_.front(), accept_loop(l), [l](std::exception_ptr e) {
             if (e)
@@ -450,7 +467,24 @@ void server::finish_shutdown() {
     if (auto g = grace_timer_.lock()) g->cancel();
     if (cancel_signals_) cancel_signals_();
     for (std::size_t i = 0; i < contexts_.size(); ++i)
-        net::post(*contexts_[i], [this, i] { slots_[i]->work.reset(); });
+        net::post(*contexts_[i], [this, i] {
+            slots_[i]->work.reset();
+            if (slots_[i]->sweeper) slots_[i]->sweeper->cancel();
+        });
+}
+
+void server::sweep_deadlines(std::size_t slot_index) {
+    thread_slot& slot = *slots_[slot_index];
+    slot.sweeper->expires_after(sweep_interval);
+    slot.sweeper->async_wait([this, slot_index](boost::system::error_code ec) {
+        if (ec) return;  // shutdown
+        const auto now = std::chrono::steady_clock::now();
+        // on_deadline may close a connection, which only cancels its session; the session unlinks
+        // it later, so the list stays intact while it is walked.
+        for (connection* c = slots_[slot_index]->head; c; c = c->next_)
+            if (c->deadline_ <= now) c->on_deadline(now);
+        sweep_deadlines(slot_index);
+    });
 }
 
 }  // namespace corgi

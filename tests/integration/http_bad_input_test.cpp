@@ -247,6 +247,20 @@ TEST_CASE("http timeouts: a stalled request body gets 408", "[http][timeouts]") 
     CHECK(answers(srv.port()));
 }
 
+TEST_CASE("http timeouts: a client that stops reading is cut off by the write timeout",
+          "[http][timeouts]") {
+    corgi_server srv({"--write-timeout", "1"});
+    auto c = http_client::tcp(srv.port());
+    constexpr std::size_t size = 256u << 20;  // far more than the socket buffers hold
+    REQUIRE(c.send(get_request("/big?bytes=" + std::to_string(size))));
+    std::this_thread::sleep_for(2500ms);  // not reading: the server's write stalls
+    CHECK(answers(srv.port()));           // others are served meanwhile
+    // The server gave up: what arrived ends early and the connection is closed, not kept alive.
+    CHECK(c.wait_closed(4s));
+    CHECK(c.drained().size() < size);
+    CHECK(answers(srv.port()));
+}
+
 TEST_CASE("http limits: connections beyond --max-connections are closed at once",
           "[http][limits]") {
     corgi_server srv({"--max-connections", "2", "--io-threads", "2"});

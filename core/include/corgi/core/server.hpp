@@ -56,22 +56,27 @@ class server;
 // request so that a graceful shutdown can close it at once.
 class connection : public std::enable_shared_from_this<connection> {
   public:
+    // Looks the addresses up on the socket (getpeername/getsockname).
     connection(server& owner, stream_socket socket);
+    // Addresses already known (from accept and the listener): no system call.
+    connection(server& owner, stream_socket socket, std::string remote_addr,
+               std::uint16_t remote_port, std::string local_addr, std::uint16_t local_port);
     ~connection();
 
     stream_socket& socket() noexcept { return socket_; }
     const server_limits& limits() const noexcept;
     const handler& app() const noexcept;
 
-    // Peer and local address, computed once at accept ("" and 0 on a unix socket).
+    // Peer and local address, known from accept ("" and 0 on a unix socket).
     const std::string& remote_addr() const noexcept { return remote_addr_; }
     std::uint16_t remote_port() const noexcept { return remote_port_; }
     const std::string& local_addr() const noexcept { return local_addr_; }
     std::uint16_t local_port() const noexcept { return local_port_; }
 
-    // Pending socket operations are cancelled (and timed_out() turns true) when the deadline
-    // passes; if the session has not ended a write-timeout later, the socket is closed. Setting a
-    // deadline is a store, not a timer operation: one timer per connection re-arms itself lazily.
+    // Pending socket operations are cancelled (and timed_out() turns true) once the deadline has
+    // passed; if the session has not ended a write-timeout later, the socket is closed. Setting a
+    // deadline is a store: one sweeper per io thread checks its connections' deadlines a few times
+    // a second, so a connection costs no timer operation at all.
     void expires_after(std::chrono::steady_clock::duration d) noexcept;
     void expires_never() noexcept;
     bool timed_out() const noexcept { return timed_out_; }
@@ -86,17 +91,11 @@ class connection : public std::enable_shared_from_this<connection> {
 
   private:
     friend class server;
-    void start_watchdog();
-    void on_watchdog();
+    void on_deadline(std::chrono::steady_clock::time_point now) noexcept;
 
     server& owner_;
     stream_socket socket_;
-    net::steady_timer watchdog_;
-    std::chrono::steady_clock::time_point deadline_;
-    std::chrono::steady_clock::time_point
-        armed_until_;             // the expiry of the pending wait, when armed
-    bool rearm_pending_ = false;  // the wait was cancelled to move the deadline earlier
-    bool watchdog_armed_ = false;
+    std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
     bool timed_out_ = false;
     bool idle_ = true;
     bool closed_ = false;
@@ -156,6 +155,7 @@ class server {
     struct listener;
     struct thread_slot;
     task<void> accept_loop(std::shared_ptr<listener> l);
+    void sweep_deadlines(std::size_t slot_index);
     void close_idle_and_wait(std::size_t slot_index);
     void finish_shutdown();
 
