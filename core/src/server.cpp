@@ -123,8 +123,8 @@ struct server::listener {
     }
 };
 
-// Per io thread: its live connections (touched only on that thread), the guard that keeps run() going
-// and the sweeper that enforces their deadlines.
+// Per io thread: its live connections (touched only on that thread), the guard that keeps run()
+// going and the sweeper that enforces their deadlines.
 struct server::thread_slot {
     connection* head = nullptr;
     std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
@@ -291,6 +291,13 @@ listen_address server::listen(const listen_address& address, protocol proto) {
         describe(bound, host, l->address.port);
         l->local_known = !address.host.empty();  // one address, not all interfaces
         l->local_addr = host;
+        // Every protocol served here has the client speak first, so the kernel may hold a
+        // connection until its first bytes arrive: accept then finds the request already readable,
+        // which saves a failed read and an event-loop round trip per connection (nginx's `listen
+        // ... deferred`). Best effort.
+        int defer_seconds = 1;
+        ::setsockopt(acc.native_handle(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_seconds,
+                     sizeof defer_seconds);
     }
     acc.listen(net::socket_base::max_listen_connections, ec);
     if (ec) fail("listen on");
