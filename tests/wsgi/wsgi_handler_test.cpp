@@ -2,6 +2,7 @@
 // bodies, failures, close(), the corgi module and asyncio.
 #include "wsgi_test_support.hpp"
 
+#include <corgi/core/url_map.hpp>
 #include <corgi/wsgi/wsgi.hpp>
 
 #include <nlohmann/json.hpp>
@@ -398,4 +399,35 @@ TEST_CASE("wsgi: an app returning a coroutine is awaited, and a returned WSGI ap
     CHECK(call(app("coroutine_app"), req2).body == "from a coroutine");
     auto req3 = make_request("GET", "/");
     CHECK(call(app("returns_wsgi_app"), req3).body == "Hello, World!");
+}
+
+TEST_CASE("wsgi: an app mounted in a C++ url_map beside C++ rules sees the SCRIPT_NAME split",
+          "[wsgi]") {
+    // The C++ form of `--mount`: corgi::mount("/legacy", corgi::wsgi::load(...)).
+    handler cpp = [](request&) -> task<response> { co_return response::text("from C++"); };
+    auto map = std::make_shared<url_map>(url_map{
+        rule("/legacy/cpp", "cpp", cpp),
+        mount("/legacy", wsgi::load("unit_apps:environ_dump")),
+        rule("/user/<int:id>", "user", wsgi::load("unit_apps:environ_dump")),
+    });
+    const handler dispatch = make_dispatcher(map);
+
+    auto req = make_request("GET", "/legacy/a/b", "q=1");
+    auto out = call(dispatch, req);
+    REQUIRE(out.res.status == 200);
+    json env = json::parse(out.body);
+    CHECK(env["SCRIPT_NAME"] == "/legacy");
+    CHECK(env["PATH_INFO"] == "/a/b");
+    CHECK(env["QUERY_STRING"] == "q=1");
+
+    // The static C++ rule under the mount's prefix wins over the mount.
+    auto req2 = make_request("GET", "/legacy/cpp");
+    CHECK(call(dispatch, req2).body == "from C++");
+
+    // A WSGI app as the target of one rule: its converted arguments arrive as wsgiorg.routing_args.
+    auto req3 = make_request("GET", "/user/42");
+    auto out3 = call(dispatch, req3);
+    REQUIRE(out3.res.status == 200);
+    json env3 = json::parse(out3.body);
+    CHECK(env3["routing_args"] == json::parse(R"([[], {"id": 42}])"));
 }
