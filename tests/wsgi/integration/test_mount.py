@@ -58,3 +58,23 @@ def test_json_config_rule_and_mount(corgi, tmp_path):
     assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == ("/legacy", "/x/y", "q")
     status, _, body = srv.get("/hello/there")
     assert status == 200 and b"there" in body
+
+
+def test_the_make_run_demo(corgi):
+    """What `make run` serves: the demo config's C++ routes with the Flask and async examples mounted (the same
+    flags as the Makefile's run target, on 127.0.0.1:0)."""
+    import re
+
+    from support import SOURCE_DIR
+
+    with open(f"{SOURCE_DIR}/Makefile") as f:
+        makefile = f.read().replace("\\\n", " ")
+    run_line = re.search(r"^run: build\n\t(.*)$", makefile, re.M).group(1)
+    args = run_line.split()[1:]  # after ./$(BUILD)/bin/corgi
+    assert "--mount" in args, run_line
+    srv = corgi(*args)
+    assert srv.get("/hello/you")[2] == b"Hello, you!\n"
+    status, _, body = srv.get("/flask/")
+    assert status == 200 and b"flask" in body
+    status, _, body = srv.get("/async/hello/corgi")
+    assert status == 200 and body.startswith(b"hello corgi")
