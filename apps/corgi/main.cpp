@@ -26,8 +26,8 @@ namespace {
 using namespace corgi;
 
 #ifdef CORGI_SANITIZE
-// Tests read this line: under ASan the sanitizer, not corgi, reports fiber stack overflows, and its allocator
-// makes memory figures meaningless.
+// Tests read this line: under ASan the sanitizer, not corgi, reports fiber stack overflows, and its
+// allocator makes memory figures meaningless.
 constexpr const char* version_text = "corgi 0.1.0 (sanitizers: address,undefined)";
 #else
 constexpr const char* version_text = "corgi 0.1.0";

@@ -61,8 +61,8 @@ class response {
     using body_type = std::variant<std::string, file_range, body_producer>;
 
     int status = 200;
-    // The status line's reason when it is not the standard one for `status` (a WSGI app's "299 Custom");
-    // empty: the standard phrase.
+    // The status line's reason when it is not the standard one for `status` (a WSGI app's "299
+    // Custom"); empty: the standard phrase.
     std::string reason;
     header_map headers;
     body_type body;
