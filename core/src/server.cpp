@@ -289,7 +289,8 @@ listen_address server::listen(const listen_address& address, protocol proto) {
         net::generic::stream_protocol::endpoint bound = acc.local_endpoint(ec);
         std::string host;
         describe(bound, host, l->address.port);
-        l->local_known = !address.host.empty();  // one address, not all interfaces
+        // One address, not all interfaces ("", "0.0.0.0" and "::" are all of them).
+        l->local_known = !tep.address().is_unspecified();
         l->local_addr = host;
         // Every protocol served here has the client speak first, so the kernel may hold a
         // connection until its first bytes arrive: accept then finds the request already readable,

@@ -179,7 +179,9 @@ void append_head(std::string& out, const response& res, const response_framing& 
     }
     append_number(out, static_cast<std::uint64_t>(res.status));
     out += ' ';
-    if (res.reason.empty())
+    // A reason with CR or LF would split the head (response splitting): the standard phrase
+    // instead.
+    if (res.reason.empty() || res.reason.find_first_of("\r\n") != std::string::npos)
         out += reason_phrase(res.status);
     else
         out += res.reason;

@@ -8,31 +8,16 @@
 
 #include <filesystem>
 #include <fstream>
-#include <random>
 
 using corgi::compile_routes;
 using corgi::config_error;
 using corgi::route_targets;
+using corgi::test::temp_dir;
 using nlohmann::json;
 
 namespace {
 
 namespace fs = std::filesystem;
-
-// A fresh directory under the temp dir, removed at the end of the test.
-struct temp_dir {
-    fs::path path;
-    temp_dir() {
-        std::random_device rd;
-        path = fs::temp_directory_path() /
-               ("corgi-routes-" + std::to_string(rd()) + std::to_string(rd()));
-        fs::create_directories(path);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
 
 route_targets demo_targets() {
     route_targets t;

@@ -9,7 +9,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <random>
 
 #include <unistd.h>
 
@@ -17,29 +16,12 @@ using corgi::request;
 using corgi::response;
 using corgi::test::make_request;
 using corgi::test::run;
+using corgi::test::temp_dir;
 using nlohmann::json;
 
 namespace {
 
 namespace fs = std::filesystem;
-
-struct temp_dir {
-    fs::path path;
-    temp_dir() {
-        std::random_device rd;
-        path = fs::temp_directory_path() /
-               ("corgi-static-" + std::to_string(rd()) + std::to_string(rd()));
-        fs::create_directories(path);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    void write(const fs::path& rel, const std::string& content) const {
-        fs::create_directories((path / rel).parent_path());
-        std::ofstream(path / rel, std::ios::binary) << content;
-    }
-};
 
 // The bytes a file_range body would send.
 std::string body_bytes(const response& res) {

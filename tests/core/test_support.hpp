@@ -9,11 +9,37 @@
 
 #include <algorithm>
 #include <exception>
+#include <filesystem>
+#include <fstream>
 #include <optional>
+#include <random>
 #include <string>
+#include <system_error>
 #include <utility>
 
 namespace corgi::test {
+
+// A fresh directory under the temp dir, removed at the end of the test.
+struct temp_dir {
+    std::filesystem::path path;
+    explicit temp_dir(const std::string& stem = "corgi-test") {
+        std::random_device rd;
+        path = std::filesystem::temp_directory_path() /
+               (stem + "-" + std::to_string(rd()) + std::to_string(rd()));
+        std::filesystem::create_directories(path);
+    }
+    ~temp_dir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+    temp_dir(const temp_dir&) = delete;
+    temp_dir& operator=(const temp_dir&) = delete;
+    // Writes `content` to path/rel, creating directories on the way.
+    void write(const std::filesystem::path& rel, const std::string& content) const {
+        std::filesystem::create_directories((path / rel).parent_path());
+        std::ofstream(path / rel, std::ios::binary) << content;
+    }
+};
 
 // Runs `h(req)` to completion; rethrows what the handler threw.
 inline response run(const handler& h, request& req) {

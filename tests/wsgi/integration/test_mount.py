@@ -78,3 +78,23 @@ def test_the_make_run_demo(corgi):
     assert status == 200 and b"flask" in body
     status, _, body = srv.get("/async/hello/corgi")
     assert status == 200 and body.startswith(b"hello corgi")
+
+
+def test_server_and_remote_address_on_a_wildcard_and_a_specific_listener(corgi):
+    """SERVER_NAME/PORT are the address the client reached, also when the listener is bound to all interfaces."""
+    import re
+    import time
+
+    srv = corgi("--http", "0.0.0.0:0", *python_app("--wsgi", "plain_apps:echo_environ"), with_http=False,
+                listening=False)
+    deadline = time.monotonic() + 20
+    while not (m := re.search(r"serving http on 0\.0\.0\.0:(\d+)", srv.stderr())):
+        assert time.monotonic() < deadline and srv.proc.poll() is None, srv.stderr()[-2000:]
+        time.sleep(0.02)
+    srv.port = int(m.group(1))
+    env = json.loads(srv.get("/x")[2])
+    assert (env["SERVER_NAME"], env["SERVER_PORT"], env["REMOTE_ADDR"]) == ("127.0.0.1", str(srv.port), "127.0.0.1")
+
+    specific = corgi(*python_app("--wsgi", "plain_apps:echo_environ"))
+    env = json.loads(specific.get("/x")[2])
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", str(specific.port))

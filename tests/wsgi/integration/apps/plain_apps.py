@@ -59,7 +59,8 @@ validated = validator(_plain)
 
 # --- environ echo (mounts, routing args) -------------------------------------------------------------------------
 def echo_environ(environ, start_response):
-    keys = ("CONTENT_LENGTH", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "REQUEST_METHOD", "SERVER_PROTOCOL", "wsgi.url_scheme")
+    keys = ("CONTENT_LENGTH", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "REQUEST_METHOD", "SERVER_PROTOCOL",
+            "SERVER_NAME", "SERVER_PORT", "REMOTE_ADDR", "wsgi.url_scheme")
     data = {k: environ.get(k) for k in keys}
     data["routing_args"] = repr(environ.get("wsgiorg.routing_args"))
     data["multithread"] = environ["wsgi.multithread"]
