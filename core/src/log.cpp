@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include <pthread.h>
 #include <unistd.h>
 
 namespace corgi::log {
@@ -23,7 +24,11 @@ std::atomic<bool> access_enabled{true};
 // every 100 ms or when it grows past 64 KiB, so the request path never waits on stdout.
 class access_buffer {
   public:
-    access_buffer() : writer_([this] { run(); }) {}
+    access_buffer()
+        : writer_([this] {
+              ::pthread_setname_np(::pthread_self(), "corgi-log");
+              run();
+          }) {}
     ~access_buffer() {
         {
             std::lock_guard lock(mutex_);

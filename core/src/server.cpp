@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -422,7 +423,13 @@ void server::run() {
     }
     std::vector<std::thread> threads;
     for (std::size_t i = 1; i < contexts_.size(); ++i)
-        threads.emplace_back([this, i] { contexts_[i]->run(); });
+        threads.emplace_back([this, i] {
+            // Named so `top -H` and perf tell the io threads apart (the main thread is io thread
+            // 0).
+            const std::string name = "corgi-io-" + std::to_string(i);
+            ::pthread_setname_np(::pthread_self(), name.c_str());
+            contexts_[i]->run();
+        });
     contexts_.front()->run();
     for (auto& t : threads) t.join();
     cancel_signals_ = nullptr;

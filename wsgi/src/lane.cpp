@@ -10,7 +10,10 @@
 
 #include <boost/asio/post.hpp>
 
+#include <pthread.h>
+
 #include <exception>
+#include <string>
 
 namespace corgi::wsgi::detail {
 
@@ -54,7 +57,11 @@ lane* lane::current() noexcept { return t_lane; }
 
 void lane::start() {
     work_.emplace(io_.get_executor());
-    thread_ = std::thread([this] { run(); });
+    thread_ = std::thread([this] {
+        const std::string name = "corgi-lane-" + std::to_string(index_);
+        ::pthread_setname_np(::pthread_self(), name.c_str());  // for top -H, perf, py-spy
+        run();
+    });
 }
 
 std::size_t lane::stop() {

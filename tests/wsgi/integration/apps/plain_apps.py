@@ -276,3 +276,30 @@ def custom_status(environ, start_response):
     ]
     start_response(status, [("Content-Type", "text/plain")])
     return [status.encode()]
+
+
+# --- the embedded interpreter ---------------------------------------------------------------------------------------
+def interpreter_facts(environ, start_response):
+    """Uses C extension modules from lib-dynload and dist-packages: they resolve the C API in the
+    corgi executable (static libpython) or in libpython3.11.so, and either way must load and work."""
+    import ctypes
+    import decimal
+    import sqlite3
+
+    import markupsafe
+
+    db = sqlite3.connect(":memory:")
+    total = db.execute("select sum(value) from (select 20 as value union all select 22)").fetchone()[0]
+    return _json(
+        start_response,
+        {
+            "executable": sys.executable,
+            "prefix": sys.prefix,
+            "decimal": str(decimal.Decimal(1) / decimal.Decimal(8)),
+            "decimal_module": getattr(decimal, "__libmpdec_version__", None) is not None,
+            "sqlite": total,
+            "strlen": ctypes.CDLL(None).strlen(b"corgi"),
+            "escaped": str(markupsafe.escape("<a>")),
+            "speedups": markupsafe.escape.__module__,
+        },
+    )
