@@ -205,21 +205,42 @@ TEST_CASE("wsgi: a request without a body reads as empty", "[wsgi]") {
     CHECK(json::parse(out.body) == json::array({""}));
 }
 
+// Chunks of a generator are copied to the io side while the app goes on, so how many writes they
+// take depends on timing; what they add up to, and the framing, do not. (That no chunk waits for
+// the next one is tested over a socket: test_streaming.py.)
 TEST_CASE("wsgi: a generator streams through a body producer and is closed", "[wsgi]") {
     auto req = make_request("GET", "/", "stream-ok");
     auto out = call(app("streaming"), req);
     CHECK(out.error == nullptr);
-    CHECK(out.streamed);
+    CHECK(out.streamed);  // no Content-Length: always streamed (chunked on HTTP/1.1)
     CHECK(out.res.status == 200);
     CHECK(out.body == "one two three");
-    CHECK(out.writes == 3);  // the empty item is not a write
+    CHECK(out.writes >= 1);
+    CHECK(out.writes <= 3);  // the empty item is never a write
     CHECK(was_closed("stream-ok"));
+}
+
+TEST_CASE("wsgi: chunks too big to copy are written from the app's bytes, in order", "[wsgi]") {
+    auto req = make_request("GET", "/");
+    auto out = call(app("big_chunks"), req);
+    CHECK(out.error == nullptr);
+    REQUIRE(out.body.size() == 200'003);
+    CHECK(out.body == "<" + std::string(100'000, 'a') + "|" + std::string(100'000, 'b') + ">");
+    CHECK(out.writes >= 3);  // each big chunk is a write of its own
+}
+
+TEST_CASE("wsgi: a body larger than the outbox window arrives whole", "[wsgi]") {
+    auto req = make_request("GET", "/");
+    auto out = call(app("many_small_chunks"), req);
+    CHECK(out.error == nullptr);
+    REQUIRE(out.body.size() == 40'000 * 6);
+    CHECK(out.body.substr(0, 12) == "00000\n00001\n");
+    CHECK(out.body.substr(out.body.size() - 6) == "39999\n");
 }
 
 TEST_CASE("wsgi: an app-set Content-Length is kept on a streamed body", "[wsgi]") {
     auto req = make_request("GET", "/");
     auto out = call(app("streaming_with_length"), req);
-    CHECK(out.streamed);
     CHECK(out.res.headers.get("Content-Length") == "11");
     CHECK(out.body == "hello world");
 }
@@ -248,8 +269,12 @@ TEST_CASE("wsgi: file_wrapper over BytesIO falls back to reading blocks", "[wsgi
     auto req = make_request("GET", "/");
     auto out = call(app("file_wrapper_bytesio"), req);
     CHECK(out.streamed);
-    CHECK(out.body.size() == 15000);
-    CHECK(out.writes == 15);
+    CHECK_FALSE(out.file);
+    CHECK(out.body == [] {
+        std::string abc;
+        for (int i = 0; i < 5000; ++i) abc += "abc";
+        return abc;
+    }());
 }
 
 TEST_CASE("wsgi: an exception before the headers is a 500", "[wsgi]") {
@@ -293,7 +318,7 @@ TEST_CASE("wsgi: a client that goes away gets the iterable closed", "[wsgi]") {
 }
 
 TEST_CASE("wsgi: a streamed response dropped unsent still closes the iterable", "[wsgi]") {
-    auto req = make_request("HEAD", "/", "dropped-unsent");
+    auto req = make_request("HEAD", "/", "dropped-unsent");  // endless: always streamed
     {
         net::io_context io;
         response res;
@@ -301,7 +326,7 @@ TEST_CASE("wsgi: a streamed response dropped unsent still closes the iterable", 
         net::co_spawn(
             io,
             [&]() -> task<void> {
-                res = co_await app("streaming")(req);
+                res = co_await app("endless")(req);
                 done = true;
             },
             [](std::exception_ptr e) {

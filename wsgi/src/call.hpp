@@ -1,7 +1,14 @@
 // One request on its way through a Python lane: the exchange between the io thread that owns the
-// connection and the fiber that runs the app. Each side only touches its own fields, and they take
-// turns: the io side awaits exactly one event while the fiber runs, the fiber waits for exactly one
-// message while the io side works.
+// connection and the fiber that runs the app.
+//
+// Fiber -> io side: an outbox under `outbox_mutex` (events as bits, streamed bytes appended). The
+// fiber does not wait for a small chunk to be written: it is copied into the outbox and the io side
+// is woken if it waits; the fiber goes on producing. So a framework's response (Flask, Django and
+// Bottle return iterables, not lists) whose iterable ends after its first chunk usually reaches the
+// io side complete and goes out in one write, with no round trip back to the lane. PEP 3333's "must
+// not delay a block" holds: every chunk is handed over as soon as it is produced.
+// Io side -> fiber: messages through the lane's inbox (lane::send); the fiber waits for at most one
+// at a time.
 #pragma once
 
 #include "python.hpp"
@@ -15,6 +22,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -25,35 +33,50 @@ class lane;
 class fiber;
 struct app_entry;
 
-// Fiber -> io thread.
-enum class io_event : std::uint8_t {
-    need_body,       // read the next piece of the request body, then send body_ready
-    response_ready,  // `resp` is complete (string or file body), or streaming with `chunk` as first
-                     // piece
-    chunk,           // write `chunk`, then send next_chunk
-    end,             // the streamed body is complete
-    failed,          // the app failed after the headers went out: abort the connection
+// Fiber -> io side: bits of call::out_events.
+enum io_event : std::uint8_t {
+    response_ready = 1,  // `resp` is complete (string or file body), or streaming (body from the
+                         // outbox)
+    big_chunk = 2,       // write `chunk` (too big to copy), then send next_chunk
+    need_body = 4,       // read the next piece of the request body, then send body_ready
+    end = 8,             // the streamed body is complete
+    failed = 16,         // the app failed after the headers went out: abort the connection
 };
 
 // Io thread -> fiber.
 enum class lane_msg : std::uint8_t {
     start,       // run the app
     body_ready,  // `body_piece` (or `body_error_status`) holds the result of the read
-    next_chunk,  // `chunk` was written: produce the next one
+    next_chunk,  // the big chunk was written, or the outbox has room again: produce the next one
     abort,       // the client is gone (or the body will never be sent): close the iterable and stop
 };
 
 struct call {
-    using io_handler = net::async_result<net::use_awaitable_t<>, void(io_event)>::handler_type;
+    using io_handler = net::async_result<net::use_awaitable_t<>, void()>::handler_type;
+
+    // Chunks up to this size are copied into the outbox and the fiber goes on; bigger ones are
+    // written from the app's bytes object while the fiber waits (no copy of large bodies).
+    static constexpr std::size_t max_copied_chunk = 16 * 1024;
+    // The fiber waits once this many copied bytes are waiting for the io side to take them.
+    static constexpr std::size_t outbox_window = 64 * 1024;
 
     // --- set by the io side before the start message ---
     lane* home = nullptr;
     const app_entry* app = nullptr;
     request* req = nullptr;
 
+    // --- the outbox: fiber -> io side, under outbox_mutex ---
+    std::mutex outbox_mutex;
+    std::string out_data;          // streamed bytes not yet taken by the io side
+    std::uint8_t out_events = 0;   // io_event bits not yet taken
+    bool out_wants_space = false;  // the fiber waits for out_data to be taken (next_chunk)
+    bool io_gone = false;          // the io side takes nothing more (client gone, HEAD, failure)
+    bool io_waiting = false;       // `waiter` is armed: the next post must wake it
+    std::optional<io_handler> waiter;  // the io coroutine awaiting the outbox
+    net::any_io_executor io_executor;  // where to wake it (tracked work while armed)
+
     // --- io side only ---
-    std::optional<io_handler> waiter;  // the io coroutine awaiting the next event
-    net::any_io_executor io_executor;
+    std::string io_data;  // the bytes taken from the outbox, being written
     bool stream_finished = false;
 
     // --- written by the io side, read by the fiber after body_ready ---
@@ -61,18 +84,17 @@ struct call {
     int body_error_status = 0;  // http_error status of a failed read (413, 400, 408), 500 otherwise
     std::string body_error;
 
-    // --- written by the fiber, read by the io side after the event ---
-    io_event event = io_event::end;
+    // --- written by the fiber, read by the io side after response_ready / big_chunk ---
     response resp;
     bool streaming = false;
-    std::string_view chunk;  // points into chunk_object
+    std::string_view chunk;  // the big chunk: points into chunk_object
 
     // --- fiber side only ---
     lane_msg message = lane_msg::start;  // the last message received
     std::uint64_t exchange_token = 0;    // the runner's wait token for that message
     fiber* runner = nullptr;
-    py_ref chunk_object;        // keeps `chunk` alive while the io thread writes it
-    bool io_released = false;   // the io side will send no more messages and await no more events
+    py_ref chunk_object;        // keeps `chunk` alive while the io side writes it
+    bool io_released = false;   // the fiber has posted its last event (or found the io side gone)
     bool headers_set = false;   // start_response called
     bool headers_sent = false;  // the response went to the io side
     bool body_eof = false;
@@ -82,7 +104,8 @@ struct call {
     int failed_read_status =
         0;  // a body read failed with this status: the app's exception maps to it
 
-    // Both sides hold a reference; the last to let go returns the call to its lane's pool.
+    // Both sides and every message in the lane's inbox hold a reference; the last to let go returns
+    // the call to its lane's pool.
     std::atomic<int> refs{0};
 
     // Back to the pristine state (fiber side, when the call is reused).

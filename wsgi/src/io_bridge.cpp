@@ -20,17 +20,61 @@ namespace corgi::wsgi::detail {
 
 namespace {
 
-// Sends `m` to the fiber and awaits its next event.
-auto next_event(call& c, lane_msg m) {
-    return net::async_initiate<const net::use_awaitable_t<>, void(io_event)>(
-        [&c, m](call::io_handler handler) {
-            // Tracked: the io_context must not run out of work while the lane holds our handler.
-            c.io_executor = net::prefer(net::get_associated_executor(handler),
-                                        net::execution::outstanding_work.tracked);
-            c.waiter.emplace(std::move(handler));
-            c.home->send(&c, m);
+// Takes what the fiber has posted: the events, and the streamed bytes into c.io_data (which the
+// caller has written by now). Sends next_chunk when the fiber waits for room in the outbox.
+std::uint8_t take_outbox(call& c) {
+    std::uint8_t events;
+    bool room = false;
+    c.io_data.clear();
+    {
+        std::lock_guard lock(c.outbox_mutex);
+        events = std::exchange(c.out_events, 0);
+        c.io_data.swap(c.out_data);  // both buffers keep their capacity for the next request
+        room = std::exchange(c.out_wants_space, false);
+    }
+    if (room) c.home->send(&c, lane_msg::next_chunk);
+    return events;
+}
+
+// Parks the io coroutine until the fiber posts something (lane::post_io wakes it); completes at
+// once when something is there already.
+auto outbox_posted(call& c) {
+    return net::async_initiate<const net::use_awaitable_t<>, void()>(
+        [&c](call::io_handler handler) {
+            auto ex = net::get_associated_executor(handler);
+            {
+                std::lock_guard lock(c.outbox_mutex);
+                if (c.out_events == 0 && c.out_data.empty()) {
+                    // Tracked: the io_context must not run out of work while the lane may hold
+                    // our handler.
+                    c.io_executor = net::prefer(ex, net::execution::outstanding_work.tracked);
+                    c.waiter.emplace(std::move(handler));
+                    c.io_waiting = true;
+                    return;
+                }
+            }
+            net::post(ex, std::move(handler));
         },
         net::use_awaitable);
+}
+
+// The fiber's next events (its bytes in c.io_data).
+task<std::uint8_t> next_events(call& c) {
+    for (;;) {
+        const std::uint8_t events = take_outbox(c);
+        if (events != 0 || !c.io_data.empty()) co_return events;
+        co_await outbox_posted(c);
+    }
+}
+
+// The io side gives up on the response: the fiber's next post fails and, if it waits, the abort
+// wakes it, so it close()s the iterable and stops.
+void abandon(call& c) {
+    {
+        std::lock_guard lock(c.outbox_mutex);
+        c.io_gone = true;
+    }
+    c.home->send(&c, lane_msg::abort);
 }
 
 // Reads the next piece of the body for the fiber (on this io thread, as body_source requires).
@@ -61,56 +105,61 @@ response unavailable() {
 struct stream_state {
     call* c;
     std::shared_ptr<const app_entry> app;
+    std::uint8_t events;  // taken with the response and not yet acted on (bytes in c->io_data)
     bool started = false;
-    stream_state(call* cp, std::shared_ptr<const app_entry> a) : c(cp), app(std::move(a)) {}
+    stream_state(call* cp, std::shared_ptr<const app_entry> a, std::uint8_t ev)
+        : c(cp), app(std::move(a)), events(ev) {}
     stream_state(const stream_state&) = delete;
     stream_state& operator=(const stream_state&) = delete;
     ~stream_state() {
         lane* home = c->home;
         if (!c->stream_finished) {
             c->stream_finished = true;
-            home->send(c, lane_msg::abort);
+            abandon(*c);
         }
         home->release_call(c);
     }
 };
 
+task<void> write_or_abandon(call& c, body_writer& writer, std::string_view data) {
+    try {
+        co_await writer.write(data);
+    } catch (...) {
+        // The client is gone: the fiber must close() the iterable; then the error goes on up.
+        c.stream_finished = true;
+        abandon(c);
+        throw;
+    }
+}
+
 task<void> produce(std::shared_ptr<stream_state> state, body_writer& writer) {
     if (state->started) throw std::logic_error("a WSGI response body can only be sent once");
     state->started = true;
     call& c = *state->c;
-    io_event ev = io_event::chunk;  // the first chunk came with the response
+    std::uint8_t events = state->events;  // the bytes that came with the response: in c.io_data
     for (;;) {
-        switch (ev) {
-            case io_event::chunk: {
-                bool written = false;
-                try {
-                    co_await writer.write(c.chunk);
-                    written = true;
-                } catch (...) {
-                    // The client is gone: the fiber must close() the iterable; then the error goes
-                    // on up.
-                    c.stream_finished = true;
-                    c.home->send(&c, lane_msg::abort);
-                    throw;
-                }
-                if (written) ev = co_await next_event(c, lane_msg::next_chunk);
-                break;
-            }
-            case io_event::need_body:
-                co_await read_piece(c);
-                ev = co_await next_event(c, lane_msg::body_ready);
-                break;
-            case io_event::end:
-                c.stream_finished = true;
-                co_return;
-            case io_event::failed:
-            case io_event::response_ready:
-                c.stream_finished = true;
-                throw std::runtime_error(
-                    "wsgi: " + state->app->spec +
-                    ": the app failed after the response started; connection aborted");
+        // In the order the fiber posted them: copied bytes, then a big chunk, a body read or the
+        // end (after each of those the fiber waits or stops).
+        if (!c.io_data.empty()) co_await write_or_abandon(c, writer, c.io_data);
+        if (events & io_event::big_chunk) {
+            co_await write_or_abandon(c, writer, c.chunk);
+            c.home->send(&c, lane_msg::next_chunk);
         }
+        if (events & (io_event::failed | io_event::response_ready)) {
+            c.stream_finished = true;
+            throw std::runtime_error(
+                "wsgi: " + state->app->spec +
+                ": the app failed after the response started; connection aborted");
+        }
+        if (events & io_event::end) {
+            c.stream_finished = true;
+            co_return;
+        }
+        if (events & io_event::need_body) {
+            co_await read_piece(c);
+            c.home->send(&c, lane_msg::body_ready);
+        }
+        events = co_await next_events(c);
     }
 }
 
@@ -121,18 +170,32 @@ task<response> serve(std::shared_ptr<const app_entry> app, request& req) {
     call* c = l.acquire_call();
     c->app = app.get();
     c->req = &req;
-    io_event ev = co_await next_event(*c, lane_msg::start);
-    while (ev == io_event::need_body) {
+    l.send(c, lane_msg::start);
+    std::uint8_t events = co_await next_events(*c);
+    while (!(events & io_event::response_ready)) {
+        // Before the response the fiber only ever asks for the body (and waits for it).
         co_await read_piece(*c);
-        ev = co_await next_event(*c, lane_msg::body_ready);
+        l.send(c, lane_msg::body_ready);
+        events = co_await next_events(*c);
     }
     response res = std::move(c->resp);
-    if (c->streaming) {
-        auto state = std::make_shared<stream_state>(c, std::move(app));
-        res.body = body_producer([state](body_writer& w) { return produce(state, w); });
-    } else {
+    if (!c->streaming) {
         l.release_call(c);
+        co_return res;
     }
+    events &= static_cast<std::uint8_t>(~io_event::response_ready);
+    if (events == io_event::end && res.headers.find("Content-Length")) {
+        // The iterable ended before we got here (Flask's, Django's and Bottle's responses): the
+        // whole body goes out with the head, in one write (copied: the call's buffers stay with
+        // the pooled call). Only with the app's Content-Length: without one, the framing (chunked
+        // on HTTP/1.1) must not depend on how fast the io thread came.
+        res.body = std::string(c->io_data);
+        c->stream_finished = true;
+        l.release_call(c);
+        co_return res;
+    }
+    auto state = std::make_shared<stream_state>(c, std::move(app), events);
+    res.body = body_producer([state](body_writer& w) { return produce(state, w); });
     co_return res;
 }
 

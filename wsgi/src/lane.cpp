@@ -24,13 +24,20 @@ thread_local lane* t_lane = nullptr;
 void call::reset() noexcept {
     app = nullptr;
     req = nullptr;
+    if (out_data.capacity() > outbox_window * 4) out_data = std::string();
+    out_data.clear();
+    out_events = 0;
+    out_wants_space = false;
+    io_gone = false;
+    io_waiting = false;
     waiter.reset();
     io_executor = {};
+    if (io_data.capacity() > outbox_window * 4) io_data = std::string();
+    io_data.clear();
     stream_finished = false;
     body_piece = {};
     body_error_status = 0;
     body_error.clear();
-    event = io_event::end;
     resp = response{};
     streaming = false;
     chunk = {};
@@ -147,6 +154,9 @@ void lane::release_call(call* c) noexcept {
 }
 
 void lane::send(call* c, lane_msg m) {
+    // The message keeps the call alive: the fiber may have finished with it before the message is
+    // dispatched (an abort racing the end of the response).
+    c->refs.fetch_add(1, std::memory_order_relaxed);
     bool post;
     {
         std::lock_guard lock(mutex_);
@@ -164,7 +174,10 @@ void lane::drain() {
         drain_posted_ = false;
     }
     ensure_gil();
-    for (auto [c, m] : draining_) dispatch(c, m);
+    for (auto [c, m] : draining_) {
+        dispatch(c, m);
+        release_call(c);
+    }
     draining_.clear();
 }
 
@@ -191,7 +204,8 @@ void lane::start_call(call* c) {
             c->resp = response(503);
             c->resp.headers.add("Content-Type", "text/plain");
             c->resp.body = std::string("503 Service Unavailable\n");
-            notify_io(*c, io_event::response_ready);
+            c->io_released = true;
+            post_io(*c, io_event::response_ready);
             finish_call(*c);
             return;
         }
@@ -229,24 +243,44 @@ void lane::wake_later(fiber& f, std::uint64_t token) {
     net::post(io_, [this, &f, token] { wake(f, token); });
 }
 
-void lane::notify_io(call& c, io_event ev) {
-    c.event = ev;
-    const net::any_io_executor io =
-        c.io_executor;  // the io thread resets the call's copy when it runs
-    net::post(io, [cp = &c] {
-        auto handler = std::move(*cp->waiter);
-        cp->waiter.reset();
-        cp->io_executor = {};  // the pending work ends here
-        const io_event event = cp->event;
-        std::move(handler)(event);
-    });
+bool lane::post_io(call& c, std::uint8_t events, std::string_view data, bool* full) {
+    bool wake = false;
+    {
+        std::lock_guard lock(c.outbox_mutex);
+        if (c.io_gone) return false;
+        c.out_data.append(data);
+        c.out_events |= events;
+        if (full) {
+            *full = c.out_data.size() >= call::outbox_window;
+            c.out_wants_space = *full;
+        }
+        wake = std::exchange(c.io_waiting, false);
+    }
+    if (wake) {
+        // The io side is parked in its wait (see io_bridge.cpp), so the waiter and its executor
+        // are ours to use until the posted function runs on the io thread.
+        net::post(c.io_executor, [cp = &c] {
+            auto handler = std::move(*cp->waiter);
+            cp->waiter.reset();
+            cp->io_executor = {};  // the tracked work ends here
+            std::move(handler)();
+        });
+    }
+    return true;
 }
 
-lane_msg lane::exchange(call& c, io_event ev) {
+lane_msg lane::exchange(call& c, std::uint8_t events) {
     if (c.io_released) return lane_msg::abort;
     fiber& f = *c.runner;
     c.exchange_token = f.arm();
-    notify_io(c, ev);
+    if (!post_io(c, events)) return c.message = lane_msg::abort;
+    f.wait();
+    return c.message;
+}
+
+lane_msg lane::await_message(call& c) {
+    fiber& f = *c.runner;
+    c.exchange_token = f.arm();  // the message is dispatched on this thread, after wait() below
     f.wait();
     return c.message;
 }

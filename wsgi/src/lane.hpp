@@ -17,6 +17,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -43,7 +44,8 @@ class lane {
     call* acquire_call();
     // Drops one side's reference.
     void release_call(call* c) noexcept;
-    // Queues a message for the call's fiber; wakes the lane only if no drain is pending.
+    // Queues a message for the call's fiber (holding a reference to the call until it is
+    // dispatched); wakes the lane only if no drain is pending.
     void send(call* c, lane_msg m);
     // Requests inside this lane (queued or running): the load balancer's measure.
     std::size_t load() const noexcept { return load_.load(std::memory_order_relaxed); }
@@ -54,14 +56,20 @@ class lane {
     // Takes the GIL back if the lane released it to wait (every lane handler that touches Python
     // calls it).
     void ensure_gil() noexcept;
-    // Completes the io side's wait with `ev` (posted to the io thread).
-    void notify_io(call& c, io_event ev);
+    // Puts `events` (io_event bits) and a copy of `data` in the call's outbox and wakes the io side
+    // if it waits. False when the io side is gone (nothing was posted). `full`, when given, is set
+    // when the outbox holds outbox_window bytes or more: the fiber must then wait for next_chunk
+    // (the io side sends it when it takes them).
+    bool post_io(call& c, std::uint8_t events, std::string_view data = {}, bool* full = nullptr);
     // Resumes `f` if `token` is its current wait's (stale wake-ups are ignored).
     void wake(fiber& f, std::uint64_t token);
     // Same, later: posted to this lane's io_context.
     void wake_later(fiber& f, std::uint64_t token);
-    // Inside a fiber: the request's fiber hands `ev` to the io side and waits for its answer.
-    lane_msg exchange(call& c, io_event ev);
+    // Inside a fiber: the request's fiber posts `events` to the io side and waits for its answer
+    // (abort at once when the io side is gone).
+    lane_msg exchange(call& c, std::uint8_t events);
+    // Inside a fiber: waits for the io side's next message (after post_io reported a full outbox).
+    lane_msg await_message(call& c);
     // The fiber is done with its call (lane side reference).
     void finish_call(call& c) noexcept;
 

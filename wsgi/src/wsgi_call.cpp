@@ -57,7 +57,7 @@ void hand_over(call& c) {
     c.headers_sent = true;
     if (!c.io_released) {
         c.io_released = true;
-        lane_of(c).notify_io(c, io_event::response_ready);
+        lane_of(c).post_io(c, io_event::response_ready);
     }
 }
 
@@ -80,7 +80,7 @@ void fail(call& c, const char* what) {
         hand_over(c);
     } else if (!c.io_released) {
         c.io_released = true;
-        lane_of(c).notify_io(c, io_event::failed);
+        lane_of(c).post_io(c, io_event::failed);
     }
 }
 
@@ -232,7 +232,7 @@ void deliver(call& c, PyObject* result) {
     }
     if (!c.io_released) {
         c.io_released = true;
-        lane_of(c).notify_io(c, io_event::end);
+        lane_of(c).post_io(c, io_event::end);
     }
 }
 
@@ -258,19 +258,32 @@ void serve(call& c, PyObject* environ, PyObject* start_response) {
 
 bool send_chunk(call& c, PyObject* bytes) {
     if (c.io_released) return false;
-    c.chunk_object = py_ref::borrow(bytes);
-    c.chunk = std::string_view(PyBytes_AS_STRING(bytes),
-                               static_cast<std::size_t>(PyBytes_GET_SIZE(bytes)));
-    lane_msg answer;
+    lane& l = lane_of(c);
+    const std::string_view data(PyBytes_AS_STRING(bytes),
+                                static_cast<std::size_t>(PyBytes_GET_SIZE(bytes)));
+    std::uint8_t events = 0;
     if (!c.headers_sent) {
         c.headers_sent = true;
         c.streaming = true;
-        answer = lane_of(c).exchange(c, io_event::response_ready);
-    } else {
-        answer = lane_of(c).exchange(c, io_event::chunk);
+        events = io_event::response_ready;
     }
-    c.chunk_object.reset();
-    c.chunk = {};
+    lane_msg answer = lane_msg::next_chunk;
+    if (data.size() <= call::max_copied_chunk) {
+        // Copied: the io side writes it while the app produces the next one.
+        bool full = false;
+        if (!l.post_io(c, events, data, &full)) {
+            answer = c.message = lane_msg::abort;
+        } else if (full) {
+            answer = l.await_message(c);  // backpressure: the client reads slower than we produce
+        }
+    } else {
+        // Written from the bytes object itself, the fiber waiting: large bodies are not copied.
+        c.chunk_object = py_ref::borrow(bytes);
+        c.chunk = data;
+        answer = l.exchange(c, events | io_event::big_chunk);
+        c.chunk_object.reset();
+        c.chunk = {};
+    }
     if (answer == lane_msg::abort) {
         c.io_released = true;
         return false;

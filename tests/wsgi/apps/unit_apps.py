@@ -135,9 +135,22 @@ def endless(environ, start_response):
                 yield b"x" * 1000
 
         def close(self):
-            closed.append("endless")
+            closed.append(environ["QUERY_STRING"] or "endless")
 
     return Endless()
+
+
+def big_chunks(environ, start_response):
+    """Chunks too big to copy (written from the bytes objects while the fiber waits), between small
+    ones that are copied."""
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return iter([b"<", b"a" * 100_000, b"|", b"b" * 100_000, b">"])
+
+
+def many_small_chunks(environ, start_response):
+    """More small chunks than the outbox window holds: the fiber has to wait for the io side."""
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return (b"%05d\n" % i for i in range(40_000))
 
 
 def non_iterable(environ, start_response):

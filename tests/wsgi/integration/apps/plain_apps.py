@@ -303,3 +303,27 @@ def interpreter_facts(environ, start_response):
             "speedups": markupsafe.escape.__module__,
         },
     )
+
+
+# --- streaming --------------------------------------------------------------------------------------------------
+def held_stream(environ, start_response):
+    """Yields a first block, then holds the next one until the file named by the query exists (at most
+    10 s), waiting on the fiber (`?fiber&PATH`) or blocking the whole lane (`?blocking&PATH`)."""
+    import os
+    from urllib.parse import unquote
+
+    mode, path = environ["QUERY_STRING"].split("&", 1)
+    path = unquote(path)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def body():
+        yield b"first block\n"
+        deadline = time.monotonic() + 10
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            if mode == "fiber":
+                corgi.sleep(0.01)
+            else:
+                time.sleep(0.01)  # a blocking call: the lane itself stops here
+        yield b"released\n" if os.path.exists(path) else b"timed out\n"
+
+    return body()
