@@ -327,3 +327,25 @@ def held_stream(environ, start_response):
         yield b"released\n" if os.path.exists(path) else b"timed out\n"
 
     return body()
+
+
+_closed_streams = []
+
+
+def endless_stream(environ, start_response):
+    """`/closed`: the names of the endless streams whose close() ran; `/?NAME`: streams 1 KiB chunks until the
+    client goes away (a HEAD never reads them)."""
+    if environ["PATH_INFO"] == "/closed":
+        return _json(start_response, _closed_streams)
+    name = environ["QUERY_STRING"]
+
+    class Endless:
+        def __iter__(self):
+            while True:
+                yield b"x" * 1024
+
+        def close(self):
+            _closed_streams.append(name)
+
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return Endless()
