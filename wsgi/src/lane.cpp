@@ -64,6 +64,11 @@ lane* lane::current() noexcept { return t_lane; }
 
 void lane::start() {
     work_.emplace(io_.get_executor());
+    flusher_ = std::thread([this] {
+        const std::string name = "corgi-kick-" + std::to_string(index_);
+        ::pthread_setname_np(::pthread_self(), name.c_str());
+        run_flusher();
+    });
     thread_ = std::thread([this] {
         const std::string name = "corgi-lane-" + std::to_string(index_);
         ::pthread_setname_np(::pthread_self(), name.c_str());  // for top -H, perf, py-spy
@@ -76,6 +81,13 @@ std::size_t lane::stop() {
     net::post(io_, [this] { stopping_ = true; });
     work_.reset();
     thread_.join();
+    {
+        std::lock_guard lock(flusher_mutex_);
+        flusher_stop_ = true;
+    }
+    flusher_cv_.notify_one();
+    flusher_.join();
+    flush_kicks();
     return busy_at_exit_;
 }
 
@@ -92,6 +104,7 @@ void lane::run() {
         // block.
         if (io_.poll() > 0) continue;
         if (stopping_ || io_.stopped()) break;
+        flush_kicks();  // out of work: no Python runs right after this system call
         if (has_gil_) {
             PyEval_SaveThread();
             has_gil_ = false;
@@ -221,6 +234,7 @@ void lane::start_call(call* c) {
 void lane::run_fiber(fiber& f) {
     for (;;) {
         f.resume();
+        flush_kicks_if_due();
         if (f.job) return;  // waiting for something
         if (backlog_.empty() || stopping_) {
             idle_.push_back(&f);
@@ -256,17 +270,79 @@ bool lane::post_io(call& c, std::uint8_t events, std::string_view data, bool* fu
         }
         wake = std::exchange(c.io_waiting, false);
     }
-    if (wake) {
-        // The io side is parked in its wait (see io_bridge.cpp), so the waiter and its executor
-        // are ours to use until the posted function runs on the io thread.
-        net::post(c.io_executor, [cp = &c] {
-            auto handler = std::move(*cp->waiter);
-            cp->waiter.reset();
-            cp->io_executor = {};  // the tracked work ends here
+    if (wake) kick_io(c);
+    return true;
+}
+
+namespace {
+std::int64_t steady_ticks() noexcept {
+    return std::chrono::steady_clock::now().time_since_epoch().count();
+}
+}  // namespace
+
+void lane::kick_io(call& c) {
+    bool first;
+    {
+        std::lock_guard lock(kicks_mutex_);
+        first = kicks_.empty();
+        kicks_.push_back(&c);
+    }
+    if (!first) return;
+    oldest_kick_.store(steady_ticks());
+    if (flusher_asleep_.load()) {
+        std::lock_guard lock(flusher_mutex_);
+        flusher_cv_.notify_one();
+    }
+}
+
+void lane::flush_kicks() {
+    std::lock_guard flush(flush_mutex_);
+    {
+        std::lock_guard lock(kicks_mutex_);
+        if (kicks_.empty()) return;
+        kicking_.swap(kicks_);
+        oldest_kick_.store(0);
+    }
+    for (call* c : kicking_) {
+        // The io side is parked in its wait (see io_bridge.cpp) until this runs, so the waiter and
+        // its executor are ours to use. Only the first post to a sleeping io thread makes a system
+        // call.
+        net::post(c->io_executor, [c] {
+            auto handler = std::move(*c->waiter);
+            c->waiter.reset();
+            c->io_executor = {};  // the tracked work ends here
             std::move(handler)();
         });
     }
-    return true;
+    kicking_.clear();
+}
+
+void lane::flush_kicks_if_due() {
+    const std::int64_t oldest = oldest_kick_.load(std::memory_order_relaxed);
+    if (oldest != 0 &&
+        steady_ticks() - oldest >=
+            std::chrono::duration_cast<std::chrono::steady_clock::duration>(kick_delay).count())
+        flush_kicks();
+}
+
+void lane::run_flusher() {
+    // Polls every kick_delay while wake-ups are being batched; sleeps after ~50 idle polls until
+    // the lane batches again.
+    int idle_polls = 0;
+    std::unique_lock lock(flusher_mutex_);
+    while (!flusher_stop_) {
+        if (oldest_kick_.load() == 0 && ++idle_polls > 50) {
+            flusher_asleep_.store(true);
+            flusher_cv_.wait(lock, [this] { return flusher_stop_ || oldest_kick_.load() != 0; });
+            flusher_asleep_.store(false);
+            idle_polls = 0;
+            continue;
+        }
+        lock.unlock();
+        std::this_thread::sleep_for(kick_delay);
+        flush_kicks_if_due();  // the lane is inside one long call (or a blocking one)
+        lock.lock();
+    }
 }
 
 lane_msg lane::exchange(call& c, std::uint8_t events) {

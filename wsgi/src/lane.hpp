@@ -13,6 +13,8 @@
 #include <boost/asio/io_context.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -79,6 +81,18 @@ class lane {
     static lane* current() noexcept;
 
   private:
+    // Waking a parked io coroutine is a system call (Asio interrupts the io thread's epoll_wait).
+    // Where the kernel flushes the TLB on every entry (page-table isolation without PCID, as on
+    // this project's CI machine) that call costs the Python code that runs next on the lane ~10 µs
+    // of TLB refills, more than Flask's whole request path in corgi. So while the lane is busy its
+    // wake-ups are batched: made when the lane runs out of work, or once the oldest has waited
+    // kick_delay; the flusher thread makes them if the lane is stuck in a long call.
+    static constexpr std::chrono::microseconds kick_delay{250};
+    void kick_io(call& c);
+    void flush_kicks();
+    void flush_kicks_if_due();
+    void run_flusher();
+
     void run();
     void drain();
     void dispatch(call* c, lane_msg m);
@@ -110,6 +124,18 @@ class lane {
     std::vector<fiber*> idle_;
     std::deque<call*> backlog_;
     std::unique_ptr<aio_driver> aio_;
+
+    // Batched io wake-ups (see kick_io).
+    std::mutex kicks_mutex_;
+    std::vector<call*> kicks_;    // under kicks_mutex_
+    std::vector<call*> kicking_;  // under flush_mutex_: the batch being made
+    std::mutex flush_mutex_;
+    std::atomic<std::int64_t> oldest_kick_{0};  // steady_clock ticks of the oldest, 0: none
+    std::thread flusher_;
+    std::mutex flusher_mutex_;
+    std::condition_variable flusher_cv_;
+    std::atomic<bool> flusher_asleep_{false};
+    bool flusher_stop_ = false;  // under flusher_mutex_
 };
 
 }  // namespace corgi::wsgi::detail

@@ -121,3 +121,25 @@ def test_slow_uploads_do_not_block_a_fast_request(corgi):
     finally:
         for s in socks:
             s.close()
+
+
+def test_a_finished_response_is_not_held_by_the_next_request_blocking_the_lane(corgi):
+    """The lane batches its wake-ups of the io thread while it has more work; when the next request blocks the
+    lane (time.sleep), the batch still goes out within milliseconds, not when the blocking call returns."""
+    srv = corgi(
+        *python_app("--mount", "/cpu=plain_apps:cpu", "--mount", "/block=plain_apps:blocking_sleep", "--threads", "1")
+    )
+    timings = {}
+
+    def timed_cpu():
+        t0 = time.monotonic()
+        status, _, _ = srv.get("/cpu?seconds=0.3")
+        timings["cpu"] = time.monotonic() - t0
+        return status
+
+    first = in_thread(timed_cpu)
+    time.sleep(0.1)  # the CPU request holds the lane: the blocking one queues behind it, in the same batch
+    blocker = in_thread(srv.get, "/block?seconds=3")
+    assert first() == 200
+    assert timings["cpu"] < 1.5, f"the finished response waited for the blocked lane: {timings['cpu']:.2f} s"
+    assert blocker()[0] == 200
