@@ -48,6 +48,8 @@ bench_server() {  # bench_server NAME PATH cmd-with-PORT... (PORT replaced)
   local args=("${@//PORT/$port}")
   start "$name" "$port" "$path" "${args[@]}"
   local pid=$last_pid
+  # Warm-up, the same for every server: CPython specialises its bytecode on first use, caches fill.
+  wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
   for mode in ka close; do run_wrk "$name" "$port" "$path" "$mode" "$pid"; done
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
