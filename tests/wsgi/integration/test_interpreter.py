@@ -28,3 +28,4 @@ def test_threads_are_named(corgi):
     names = sorted(open(os.path.join(task_dir, tid, "comm")).read().strip() for tid in os.listdir(task_dir))
     assert "corgi-io-1" in names
     assert "corgi-lane-0" in names and "corgi-lane-1" in names
+    assert "corgi-kick-0" in names and "corgi-kick-1" in names
