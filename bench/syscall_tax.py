@@ -8,18 +8,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps"))
-from hello_flask import app  # noqa: E402
-
-environ = {
-    "REQUEST_METHOD": "GET", "PATH_INFO": "/", "SCRIPT_NAME": "", "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
-    "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "wsgi.version": (1, 0),
-    "wsgi.input": None, "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": False,
-    "wsgi.run_once": False, "HTTP_HOST": "127.0.0.1:8000",
-}
-
-
-def start_response(status, headers, exc_info=None):
-    return None
+from flask_ceiling import app, environ, start_response  # noqa: E402
 
 
 def calls_per_second(syscalls, n=10000):

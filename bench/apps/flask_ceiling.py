@@ -18,13 +18,18 @@ def start_response(status, headers, exc_info=None):
     return None
 
 
-n = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
-for _ in range(1000):
-    b"".join(app(dict(environ), start_response))
-t0 = time.perf_counter()
-for _ in range(n):
-    body = app(dict(environ), start_response)
-    b"".join(body)
-    if hasattr(body, "close"):
-        body.close()
-print(f"{n / (time.perf_counter() - t0):.0f}")
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
+    for _ in range(1000):
+        b"".join(app(dict(environ), start_response))
+    t0 = time.perf_counter()
+    for _ in range(n):
+        body = app(dict(environ), start_response)
+        b"".join(body)
+        if hasattr(body, "close"):
+            body.close()
+    print(f"{n / (time.perf_counter() - t0):.0f}")
+
+
+if __name__ == "__main__":
+    main()
