@@ -283,12 +283,14 @@ std::int64_t steady_ticks() noexcept {
 void lane::kick_io(call& c) {
     bool first;
     {
+        // oldest_kick_ changes only under the lock, so a flush can never leave it set with no kick
+        // pending (the flusher would then poll forever).
         std::lock_guard lock(kicks_mutex_);
         first = kicks_.empty();
+        if (first) oldest_kick_.store(steady_ticks());
         kicks_.push_back(&c);
     }
     if (!first) return;
-    oldest_kick_.store(steady_ticks());
     if (flusher_asleep_.load()) {
         std::lock_guard lock(flusher_mutex_);
         flusher_cv_.notify_one();

@@ -5,6 +5,7 @@ are serialized."""
 import asyncio
 import hashlib
 import json
+import os
 import socket
 import threading
 import time
@@ -143,3 +144,27 @@ def test_a_finished_response_is_not_held_by_the_next_request_blocking_the_lane(c
     assert first() == 200
     assert timings["cpu"] < 1.5, f"the finished response waited for the blocked lane: {timings['cpu']:.2f} s"
     assert blocker()[0] == 200
+
+
+def _context_switches(pid):
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if "ctxt_switches" in line:
+                    total += int(line.split()[1])
+    return total
+
+
+def test_an_idle_server_goes_quiet_after_load(corgi):
+    """The lanes' wake-up helpers poll only while there is load: an idle worker must not keep waking up (a poll
+    every 250 µs would be thousands of context switches a second)."""
+    srv = corgi(*python_app("--wsgi", "plain_apps:echo_environ"))
+    joins = [in_thread(lambda: [srv.get("/") for _ in range(50)]) for _ in range(4)]
+    for j in joins:
+        j()
+    time.sleep(0.5)  # the helpers give up polling after ~13 ms without work
+    before = _context_switches(srv.proc.pid)
+    time.sleep(2)
+    switches = _context_switches(srv.proc.pid) - before
+    assert switches < 200, f"{switches} context switches in 2 s of idleness"
