@@ -328,12 +328,14 @@ void lane::flush_kicks_if_due() {
 }
 
 void lane::run_flusher() {
-    // Polls every kick_delay while wake-ups are being batched; sleeps after ~50 idle polls until
-    // the lane batches again.
+    // Polls every kick_delay while wake-ups are being batched; sleeps after 50 polls in a row found
+    // nothing, until the lane batches again.
     int idle_polls = 0;
     std::unique_lock lock(flusher_mutex_);
     while (!flusher_stop_) {
-        if (oldest_kick_.load() == 0 && ++idle_polls > 50) {
+        if (oldest_kick_.load() != 0) {
+            idle_polls = 0;
+        } else if (++idle_polls > 50) {
             flusher_asleep_.store(true);
             flusher_cv_.wait(lock, [this] { return flusher_stop_ || oldest_kick_.load() != 0; });
             flusher_asleep_.store(false);
