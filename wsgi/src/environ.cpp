@@ -7,6 +7,7 @@
 #include "call.hpp"
 #include "wsgi_types.hpp"
 
+#include <corgi/core/header_map.hpp>
 #include <corgi/core/request.hpp>
 
 #include <cstring>
@@ -63,17 +64,6 @@ constexpr const char* method_names[] = {"GET",     "POST",  "HEAD",    "PUT",  "
                                         "OPTIONS", "PATCH", "CONNECT", "TRACE"};
 
 PyObject* intern(const char* s) { return PyUnicode_InternFromString(s); }
-
-bool ascii_iequals(std::string_view a, std::string_view b) noexcept {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        char x = a[i], y = b[i];
-        if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-        if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-        if (x != y) return false;
-    }
-    return true;
-}
 
 // New reference to the environ key of a header ("HTTP_ACCEPT_ENCODING" for "accept-encoding").
 PyObject* header_key(std::string_view name) {
@@ -148,13 +138,12 @@ bool add_headers(PyObject* env, const request& req) {
         // A '_' in a name would collide with its '-' twin after the CGI mangling: a client could
         // spoof headers that a front proxy sets (nginx drops them too).
         if (name.find('_') != std::string::npos) continue;
-        if (ascii_iequals(name, "content-type")) {
+        if (iequals(name, "content-type")) {
             if (PyDict_GetItemWithError(env, g->content_type)) continue;  // the first one wins
             if (PyErr_Occurred() || !set_steal(env, g->content_type, latin1(value))) return false;
             continue;
         }
-        if (ascii_iequals(name, "content-length"))
-            continue;  // from req.content_length, only when known
+        if (iequals(name, "content-length")) continue;  // from req.content_length, only when known
         py_ref key(header_key(name));
         if (!key) return false;
         PyObject* existing = PyDict_GetItemWithError(env, key.get());
@@ -172,7 +161,7 @@ bool add_headers(PyObject* env, const request& req) {
             n = PyUnicode_GET_LENGTH(existing);
         }
         joined.assign(old ? old : "", static_cast<std::size_t>(n));
-        joined += ascii_iequals(name, "cookie") ? "; " : ", ";
+        joined += iequals(name, "cookie") ? "; " : ", ";
         joined += value;
         if (!set_steal(env, key.get(), latin1(joined))) return false;
     }
