@@ -113,6 +113,7 @@ task<bool> respond(connection& conn, const stream_protocol& proto, stream_state&
     framing.version = s.req.version == 10 ? 10 : 11;
     framing.keep_alive = false;
     framing.head_request = s.req.method == "HEAD";
+    framing.req = &s.req;
     framing.chunked_allowed = false;  // nginx reads these responses to the end of the connection
     if (s.req.method.empty()) s.req.method = "-";
     socket_output out(conn);

@@ -86,6 +86,15 @@ class fcgi_output final : public detail::output {
         pending_.clear();
     }
 
+    // What was deferred, without ending the stream: a truncated response still reaches the web
+    // server before the connection closes.
+    task<void> flush() {
+        if (pending_.empty()) co_return;
+        std::array<net::const_buffer, 1> b{net::buffer(pending_)};
+        co_await send(b);
+        pending_.clear();
+    }
+
     // Management replies the reader produced (GET_VALUES_RESULT, refusals).
     task<void> send_raw(std::string& bytes) {
         std::array<net::const_buffer, 1> b{net::buffer(bytes)};
@@ -379,6 +388,7 @@ task<void> serve_fastcgi(connection& conn) {
             framing.keep_alive =
                 true;  // records frame the body: the response head says nothing about it
             framing.head_request = s.req.method == "HEAD";
+            framing.req = &s.req;
             framing.chunked_allowed = false;
             framing.length_needed_for_keep_alive = false;
             s.out.start(id, !std::holds_alternative<body_producer>(res.body));
@@ -386,8 +396,10 @@ task<void> serve_fastcgi(connection& conn) {
             try {
                 sent = co_await detail::send_response(conn, s.out, res, framing, s.head);
                 if (sent.aborted) {
-                    // A streaming body failed: no END_REQUEST, so the web server sees a truncated
+                    // The body ended short (a producer failed, a file shrank, fewer bytes than the
+                    // Content-Length): no END_REQUEST, so the web server sees a truncated
                     // response.
+                    co_await s.out.flush();
                     log::access(s.req, res.status, sent.body_bytes);
                     co_return;
                 }
@@ -396,6 +408,9 @@ task<void> serve_fastcgi(connection& conn) {
                 log::access(s.req, res.status, 0);
                 co_return;
             }
+            // A response the writer had to cut to its Content-Length ends the connection too, as
+            // on every protocol.
+            if (!sent.keep_alive) keep_conn = false;
             log::access(s.req, res.status, sent.body_bytes);
             s.reader.finish_request();
         }

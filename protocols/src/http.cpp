@@ -316,6 +316,7 @@ task<void> serve_http(connection& conn) {
         framing.version = s.req.version;
         framing.keep_alive = keep_alive;
         framing.head_request = head_request;
+        framing.req = &s.req;
         framing.chunked_allowed = s.req.version == 11;
         detail::send_result sent;
         try {

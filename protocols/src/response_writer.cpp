@@ -47,23 +47,116 @@ bool status_has_no_body(int status) {
     return (status >= 100 && status < 200) || status == 204 || status == 304;
 }
 
-std::optional<std::uint64_t> declared_length(const response& res) {
-    const std::string* v = res.headers.find("Content-Length");
-    if (!v) return std::nullopt;
-    std::uint64_t n = 0;
-    auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
-    if (ec != std::errc() || end != v->data() + v->size()) return std::nullopt;
-    return n;
+// The Content-Length a handler set. `valid` is false when it is not one decimal number, or when
+// several such headers disagree: then it is ignored (logged), never passed on.
+struct declared_length {
+    bool present = false;
+    bool valid = false;
+    std::uint64_t value = 0;
+    std::string_view text;  // the first one, for the log
+};
+
+declared_length declared_length_of(const response& res) {
+    declared_length d;
+    for (const auto& [name, value] : res.headers) {
+        if (!iequals(name, "Content-Length")) continue;
+        std::uint64_t n = 0;
+        const char* first = value.data();
+        const char* last = first + value.size();
+        auto [end, ec] = std::from_chars(first, last, n);
+        const bool number = !value.empty() && ec == std::errc() && end == last;
+        if (!d.present) {
+            d.present = true;
+            d.valid = number;
+            d.value = n;
+            d.text = value;
+        } else if (!number || n != d.value) {
+            d.valid = false;
+        }
+    }
+    return d;
 }
+
+// One error line naming who broke the framing and for which request.
+void log_framing_error(const response& res, const response_framing& framing,
+                       std::string_view what) {
+    std::string line = "response framing: ";
+    line += res.origin.empty() ? std::string_view("handler") : res.origin;
+    if (const request* req = framing.req) {
+        line += " (";
+        line += req->method;
+        line += ' ';
+        line += req->target;
+        if (!req->endpoint.empty()) {
+            line += ", route '";
+            line += req->endpoint;
+            line += '\'';
+        }
+        line += ')';
+    }
+    line += ": ";
+    line += what;
+    log::error(line);
+}
+
+std::string length_text(std::uint64_t n) { return std::to_string(n); }
+
+// The length the head announces: the handler's valid Content-Length, else `actual`. An invalid
+// one is logged and ignored.
+std::uint64_t announced_length(const declared_length& declared, std::uint64_t actual,
+                               const response& res, const response_framing& framing) {
+    if (declared.present && !declared.valid) {
+        log_framing_error(res, framing,
+                          "ignored an invalid Content-Length '" + std::string(declared.text) +
+                              "' (or several that disagree)");
+    }
+    return declared.valid ? declared.value : actual;
+}
+
+// Thrown into a producer that writes past the Content-Length its handler set: what it would add
+// is dropped, and the producer stops.
+struct body_overflow : std::runtime_error {
+    body_overflow() : std::runtime_error("response body longer than its Content-Length") {}
+};
 
 // Writes a producer's chunks; the first write carries the head along.
 class stream_writer final : public body_writer {
   public:
-    stream_writer(output& out, std::string& head, bool chunked, bool discard)
-        : out_(out), head_(head), chunked_(chunked), discard_(discard) {}
+    stream_writer(output& out, std::string& head, bool chunked, bool discard,
+                  std::optional<std::uint64_t> limit)
+        : out_(out), head_(head), chunked_(chunked), discard_(discard), limit_(limit) {}
 
     task<void> write(std::string_view data) override {
         if (data.empty() || discard_) co_return;
+        if (limit_ && data.size() > *limit_ - body_bytes_) {
+            // Past the declared length: the bytes that fit go out, the rest would be read by the
+            // peer as the start of the next response (a desync), so they are dropped.
+            overflowed_ = true;
+            data = data.substr(0, static_cast<std::size_t>(*limit_ - body_bytes_));
+            if (!data.empty()) {
+                co_await write_piece(data);
+            }
+            throw body_overflow();
+        }
+        co_await write_piece(data);
+    }
+
+    // The end of the body: the head if nothing was written yet, and the last chunk.
+    task<void> finish() {
+        std::array<net::const_buffer, 2> bufs;
+        std::size_t n = 0;
+        if (!head_sent_) bufs[n++] = net::buffer(head_);
+        if (chunked_ && !discard_) bufs[n++] = net::buffer("0\r\n\r\n", 5);
+        if (n) co_await send(std::span(bufs.data(), n));
+    }
+
+    bool head_sent() const noexcept { return head_sent_; }
+    bool write_failed() const noexcept { return write_failed_; }
+    bool overflowed() const noexcept { return overflowed_; }
+    std::uint64_t body_bytes() const noexcept { return body_bytes_; }
+
+  private:
+    task<void> write_piece(std::string_view data) {
         std::array<net::const_buffer, 4> bufs;
         std::size_t n = 0;
         if (!head_sent_) bufs[n++] = net::buffer(head_);
@@ -84,20 +177,6 @@ class stream_writer final : public body_writer {
         body_bytes_ += data.size();
     }
 
-    // The end of the body: the head if nothing was written yet, and the last chunk.
-    task<void> finish() {
-        std::array<net::const_buffer, 2> bufs;
-        std::size_t n = 0;
-        if (!head_sent_) bufs[n++] = net::buffer(head_);
-        if (chunked_ && !discard_) bufs[n++] = net::buffer("0\r\n\r\n", 5);
-        if (n) co_await send(std::span(bufs.data(), n));
-    }
-
-    bool head_sent() const noexcept { return head_sent_; }
-    bool write_failed() const noexcept { return write_failed_; }
-    std::uint64_t body_bytes() const noexcept { return body_bytes_; }
-
-  private:
     task<void> send(std::span<const net::const_buffer> bufs) {
         try {
             head_sent_ = true;
@@ -112,14 +191,19 @@ class stream_writer final : public body_writer {
     std::string& head_;
     bool chunked_;
     bool discard_;
+    std::optional<std::uint64_t> limit_;
+    bool overflowed_ = false;
     bool head_sent_ = false;
     bool write_failed_ = false;
     std::uint64_t body_bytes_ = 0;
 };
 
-// Sends a file range: sendfile(2) straight from the page cache when the output is the socket, else
-// pread + write.
-task<std::uint64_t> send_file(output& out, file_range& file, std::string& head) {
+// Sends the head, then `length` bytes of the file from its offset: sendfile(2) straight from the
+// page cache when the output is the socket, else pread + write. Returns the body bytes sent: fewer
+// than `length` when the file shrank (or could not be read) meanwhile. Throws system_error when the
+// peer is gone.
+task<std::uint64_t> send_file(output& out, const file_range& file, std::uint64_t length,
+                              std::string& head) {
     std::array<net::const_buffer, 1> head_buf{net::buffer(head)};
     co_await out.write(head_buf);
     std::uint64_t sent = 0;
@@ -128,33 +212,35 @@ task<std::uint64_t> send_file(output& out, file_range& file, std::string& head) 
         int fd = conn.socket().native_handle();
         off_t offset = static_cast<off_t>(file.offset);
         conn.socket().non_blocking(true);
-        while (sent < file.length) {
+        while (sent < length) {
             std::size_t want =
-                static_cast<std::size_t>(std::min<std::uint64_t>(file.length - sent, 1 << 20));
+                static_cast<std::size_t>(std::min<std::uint64_t>(length - sent, 1 << 20));
             ssize_t n = ::sendfile(fd, file.file.get(), &offset, want);
             if (n > 0) {
                 sent += static_cast<std::uint64_t>(n);
                 continue;
             }
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (n == 0) co_return sent;  // the end of the file came early: it shrank
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 conn.expires_after(conn.limits().write_timeout);
                 auto [ec] =
                     co_await conn.socket().async_wait(net::socket_base::wait_write, use_tuple);
                 if (ec) throw boost::system::system_error(ec);
                 continue;
             }
-            if (n == 0) throw std::runtime_error("file shrank while being sent");
+            // The file cannot be read (any more): the body ends short, as when it shrank.
+            if (errno == EIO || errno == EINVAL || errno == ENXIO) co_return sent;
             throw boost::system::system_error(errno, boost::system::system_category());
         }
         co_return sent;
     }
     std::string block(64 * 1024, '\0');
-    while (sent < file.length) {
+    while (sent < length) {
         std::size_t want =
-            static_cast<std::size_t>(std::min<std::uint64_t>(file.length - sent, block.size()));
+            static_cast<std::size_t>(std::min<std::uint64_t>(length - sent, block.size()));
         ssize_t n =
             ::pread(file.file.get(), block.data(), want, static_cast<off_t>(file.offset + sent));
-        if (n <= 0) throw std::runtime_error("file shrank while being sent");
+        if (n <= 0) co_return sent;  // shrank, or unreadable
         std::array<net::const_buffer, 1> b{net::buffer(block.data(), static_cast<std::size_t>(n))};
         co_await out.write(b);
         sent += static_cast<std::uint64_t>(n);
@@ -186,17 +272,15 @@ void append_head(std::string& out, const response& res, const response_framing& 
     else
         out += res.reason;
     out += "\r\n";
-    bool has_date = false, has_server = false, has_length = false;
+    bool has_date = false, has_server = false;
     for (const auto& [name, value] : res.headers) {
         // Framing is ours to decide: a handler's Transfer-Encoding or Connection would contradict
         // it.
         if (iequals(name, "Transfer-Encoding") || iequals(name, "Connection") ||
             iequals(name, "Keep-Alive"))
             continue;
-        if (iequals(name, "Content-Length")) {
-            if (!body_length) continue;
-            has_length = true;
-        }
+        // The length is ours too: send_response decides it (from the handler's, when valid).
+        if (iequals(name, "Content-Length")) continue;
         has_date = has_date || iequals(name, "Date");
         has_server = has_server || iequals(name, "Server");
         out += name;
@@ -208,7 +292,7 @@ void append_head(std::string& out, const response& res, const response_framing& 
         if (!has_date) out += date_line();
         if (!has_server) out += "Server: corgi\r\n";
     }
-    if (body_length && !has_length && !(status_has_no_body(res.status))) {
+    if (body_length && !status_has_no_body(res.status)) {
         out += "Content-Length: ";
         append_number(out, *body_length);
         out += "\r\n";
@@ -221,32 +305,85 @@ void append_head(std::string& out, const response& res, const response_framing& 
     out += "\r\n";
 }
 
-task<send_result> send_response(connection& conn, output& out, response& res,
+task<send_result> send_response(connection&, output& out, response& res,
                                 const response_framing& framing, std::string& scratch) {
-    (void)conn;
+    return send_response(out, res, framing, scratch);
+}
+
+task<send_result> send_response(output& out, response& res, const response_framing& framing,
+                                std::string& scratch) {
     send_result result;
     result.keep_alive = framing.keep_alive;
     scratch.clear();
     const bool no_body = status_has_no_body(res.status);
+    // The handler's Content-Length is a promise about the body. The head carries it (never a second
+    // one), and the body sent is made to keep it: cut when longer, the connection closed after the
+    // response; when shorter, the connection is closed at once so that the peer sees the
+    // truncation.
+    const declared_length declared = no_body ? declared_length{} : declared_length_of(res);
 
     if (auto* text = std::get_if<std::string>(&res.body)) {
-        append_head(scratch, res, framing,
-                    no_body ? std::nullopt : std::optional(std::uint64_t(text->size())), false,
-                    result.keep_alive);
-        std::array<net::const_buffer, 2> bufs{net::buffer(scratch), net::buffer(*text)};
-        bool with_body = !framing.head_request && !no_body && !text->empty();
+        std::string_view body = *text;
+        std::optional<std::uint64_t> announced;
+        if (!no_body) announced = announced_length(declared, body.size(), res, framing);
+        const bool with_body = !framing.head_request && !no_body && !body.empty();
+        if (announced && with_body && *announced != body.size()) {
+            result.keep_alive = false;
+            if (*announced < body.size()) {
+                log_framing_error(res, framing,
+                                  "Content-Length " + length_text(*announced) + " but a body of " +
+                                      length_text(body.size()) + " bytes: sent " +
+                                      length_text(*announced) +
+                                      ", dropped the rest, closing the connection");
+                body = body.substr(0, static_cast<std::size_t>(*announced));
+            } else {
+                log_framing_error(res, framing,
+                                  "Content-Length " + length_text(*announced) +
+                                      " but a body of only " + length_text(body.size()) +
+                                      " bytes: sent them and closed the connection");
+                result.aborted = true;
+            }
+        } else if (announced && !with_body && !framing.head_request && *announced != 0) {
+            // An empty body that promised bytes.
+            log_framing_error(res, framing,
+                              "Content-Length " + length_text(*announced) +
+                                  " but an empty body: closed the connection");
+            result.keep_alive = false;
+            result.aborted = true;
+        }
+        append_head(scratch, res, framing, announced, false, result.keep_alive);
+        std::array<net::const_buffer, 2> bufs{net::buffer(scratch), net::buffer(body)};
         co_await out.write(std::span(bufs.data(), with_body ? 2 : 1));
-        result.body_bytes = with_body ? text->size() : 0;
+        result.body_bytes = with_body ? body.size() : 0;
         co_return result;
     }
 
     if (auto* file = std::get_if<file_range>(&res.body)) {
-        append_head(scratch, res, framing, file->length, false, result.keep_alive);
+        const std::uint64_t announced =
+            no_body ? file->length : announced_length(declared, file->length, res, framing);
+        std::uint64_t to_send = std::min(announced, file->length);
+        if (announced < file->length && !framing.head_request && !no_body) {
+            log_framing_error(res, framing,
+                              "Content-Length " + length_text(announced) + " but a file of " +
+                                  length_text(file->length) + " bytes: sent " +
+                                  length_text(announced) + ", closing the connection");
+            result.keep_alive = false;
+        }
+        append_head(scratch, res, framing, announced, false, result.keep_alive);
         if (framing.head_request || no_body) {
             std::array<net::const_buffer, 1> head{net::buffer(scratch)};
             co_await out.write(head);
-        } else {
-            result.body_bytes = co_await send_file(out, *file, scratch);
+            co_return result;
+        }
+        result.body_bytes = co_await send_file(out, *file, to_send, scratch);
+        if (result.body_bytes < announced) {
+            log_framing_error(res, framing,
+                              "Content-Length " + length_text(announced) + " but the file gave " +
+                                  length_text(result.body_bytes) +
+                                  " bytes (shorter than declared, or it shrank while being "
+                                  "sent): closed the connection");
+            result.keep_alive = false;
+            result.aborted = true;
         }
         co_return result;
     }
@@ -254,12 +391,16 @@ task<send_result> send_response(connection& conn, output& out, response& res,
     // A producer: length-delimited if the handler declared one, else chunked (HTTP/1.1) or
     // close-delimited.
     auto& producer = std::get<body_producer>(res.body);
-    std::optional<std::uint64_t> length = declared_length(res);
+    std::optional<std::uint64_t> length;
+    if (declared.present) {
+        announced_length(declared, 0, res, framing);  // logs an invalid one
+        if (declared.valid) length = declared.value;
+    }
     bool chunked = !length && framing.chunked_allowed && !no_body;
     if (!length && !chunked && framing.length_needed_for_keep_alive) result.keep_alive = false;
     append_head(scratch, res, framing, length, chunked, result.keep_alive);
     bool discard = framing.head_request || no_body;
-    stream_writer writer(out, scratch, chunked, discard);
+    stream_writer writer(out, scratch, chunked, discard, length);
     std::exception_ptr failure;
     if (!discard && producer) {
         try {
@@ -267,6 +408,18 @@ task<send_result> send_response(connection& conn, output& out, response& res,
         } catch (...) {
             failure = std::current_exception();
         }
+    }
+    if (writer.overflowed() && !writer.write_failed()) {
+        // Whatever the producer did with the exception it got: the declared bytes went out (or
+        // go out now, with the head), nothing more, and the connection ends after them.
+        log_framing_error(res, framing,
+                          "Content-Length " + length_text(*length) +
+                              " but the body went on past it: sent " + length_text(*length) +
+                              ", dropped the rest, closing the connection");
+        result.keep_alive = false;
+        co_await writer.finish();
+        result.body_bytes = writer.body_bytes();
+        co_return result;
     }
     if (failure) {
         if (!writer.write_failed()) {
@@ -288,15 +441,19 @@ task<send_result> send_response(connection& conn, output& out, response& res,
         response err = response::error(500);
         response_framing f = framing;
         f.keep_alive = false;
-        co_return co_await send_response(conn, out, err, f, scratch);
+        co_return co_await send_response(out, err, f, scratch);
     }
-    if (length && writer.body_bytes() != *length && !discard) {
-        log::error("streaming response declared Content-Length " + std::to_string(*length) +
-                   " but produced " + std::to_string(writer.body_bytes()) + " bytes");
+    if (length && writer.body_bytes() < *length && !discard) {
+        log_framing_error(res, framing,
+                          "Content-Length " + length_text(*length) + " but the body ended after " +
+                              length_text(writer.body_bytes()) + " bytes: closed the connection");
         result.keep_alive = false;
-        result.aborted = writer.body_bytes() < *length;
+        result.aborted = true;
+        if (!writer.head_sent()) co_await writer.finish();  // the head, so the peer sees why
+        result.body_bytes = writer.body_bytes();
+        co_return result;
     }
-    if (!result.aborted) co_await writer.finish();
+    co_await writer.finish();
     result.body_bytes = writer.body_bytes();
     co_return result;
 }

@@ -28,6 +28,8 @@ struct response_framing {
     // An unknown-length body ends by closing the connection (HTTP, uwsgi, SCGI); FastCGI ends it
     // with END_REQUEST.
     bool length_needed_for_keep_alive = true;
+    // The request answered: named in the error log when the response breaks its own framing.
+    const request* req = nullptr;
 };
 
 // Where the response bytes go. The default writes to the connection's socket under its write
@@ -54,15 +56,25 @@ class socket_output final : public output {
 };
 
 struct send_result {
-    bool keep_alive = false;       // the connection may serve another request
-    std::uint64_t body_bytes = 0;  // for the access log
-    bool aborted =
-        false;  // a streaming body failed after the headers went out: close without ending it
+    // The connection may serve another request.
+    bool keep_alive = false;
+    // For the access log.
+    std::uint64_t body_bytes = 0;
+    // The body ended short of what the head announced (a producer failed after the headers went
+    // out, a body shorter than its Content-Length, a file that shrank): close at once, without
+    // ending the response, so that the peer sees a truncated response and never a false success.
+    bool aborted = false;
 };
 
 // Sends `res` (headers and first body bytes in one write when possible). `scratch` is the
-// connection's reusable buffer for the head. Never throws for a failing producer after the headers
-// (result.aborted); throws system_error when writing fails.
+// connection's reusable buffer for the head. Whatever the handler does, the bytes on the wire
+// match the head: a body longer than the Content-Length the handler set is cut to it (the rest is
+// dropped, a streaming producer is stopped, the error is logged and result.keep_alive is false);
+// a shorter one ends in result.aborted. Never throws for a failing producer or file; throws
+// system_error when writing fails.
+task<send_result> send_response(output& out, response& res, const response_framing& framing,
+                                std::string& scratch);
+// The same; `conn` is not needed (kept while the sessions are moved over).
 task<send_result> send_response(connection& conn, output& out, response& res,
                                 const response_framing& framing, std::string& scratch);
 

@@ -37,6 +37,20 @@ corgi::task<corgi::response> describe_request(corgi::request& req) {
     if (req.path == "/missing") throw corgi::not_found("no such thing");
     if (req.path == "/noread") co_return corgi::response::text("unread\n");
     if (req.path == "/big") co_return corgi::response::text(std::string(300000, 'z'));
+    // Handlers whose body breaks the Content-Length they set: longer, shorter, streamed.
+    if (req.path.starts_with("/lie-")) {
+        const bool longer = req.path.ends_with("-long");
+        corgi::response res = req.path.starts_with("/lie-stream-")
+                                  ? corgi::response::stream(
+                                        [longer](corgi::body_writer& w) -> corgi::task<void> {
+                                            co_await w.write("01234");
+                                            if (longer) co_await w.write("56789");
+                                        },
+                                        "text/plain")
+                                  : corgi::response::text(longer ? "0123456789" : "01234");
+        res.headers.set("Content-Length", longer ? "5" : "10");
+        co_return res;
+    }
     if (req.path == "/stream")
         co_return corgi::response::stream(
             [](corgi::body_writer& w) -> corgi::task<void> {
@@ -58,7 +72,7 @@ corgi::task<corgi::response> describe_request(corgi::request& req) {
 // destroyed.
 struct proxy_server {
     corgi::server srv;
-    std::uint16_t uwsgi_port = 0, scgi_port = 0, fastcgi_port = 0;
+    std::uint16_t uwsgi_port = 0, scgi_port = 0, fastcgi_port = 0, http_port = 0;
     std::thread thread;
 
     explicit proxy_server(corgi::server_limits limits = {})
@@ -75,6 +89,7 @@ struct proxy_server {
         uwsgi_port = srv.listen(local, corgi::protocols::uwsgi()).port;
         scgi_port = srv.listen(local, corgi::protocols::scgi()).port;
         fastcgi_port = srv.listen(local, corgi::protocols::fastcgi()).port;
+        http_port = srv.listen(local, corgi::protocols::http()).port;
         thread = std::thread([this] { srv.run(); });
     }
     ~proxy_server() {
@@ -575,5 +590,102 @@ TEST_CASE("proxy session: fastcgi head trickled slower than the header timeout i
         CHECK(sent < 60);
         c.read_to_end();
         CHECK(c.eof());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Response framing: a C++ handler's body that disagrees with its Content-Length, on every protocol.
+// Longer: exactly the declared bytes, then the end of the connection (nothing a pipelined client
+// could take for the next response). Shorter: the bytes there are, then the end at once (a
+// truncation the peer sees, never a hang).
+
+TEST_CASE(
+    "response framing: http sends exactly the declared length, pipelined requests see no extra "
+    "byte",
+    "[http][framing][session]") {
+    proxy_server s;
+    for (const char* path : {"/lie-long", "/lie-stream-long"}) {
+        INFO(path);
+        client c(s.http_port);
+        const std::string get = std::string("GET ") + path + " HTTP/1.1\r\nHost: t\r\n\r\n";
+        REQUIRE(c.send(get + get));  // pipelined: the second must not be answered with leftovers
+        std::string bytes = c.read_to_end();
+        CHECK(c.eof());
+        auto reply = split(bytes);
+        CHECK(reply.head.find("Content-Length: 5\r\n") != std::string::npos);
+        // Known before the head went out for a body in memory; a stream's head is on its way before
+        // the excess shows, and the connection ends all the same.
+        if (std::string_view(path) == "/lie-long")
+            CHECK(reply.head.find("Connection: close\r\n") != std::string::npos);
+        CHECK(reply.body == "01234");
+    }
+}
+
+TEST_CASE("response framing: http closes right after a body shorter than declared",
+          "[http][framing][session]") {
+    proxy_server s;
+    for (const char* path : {"/lie-short", "/lie-stream-short"}) {
+        INFO(path);
+        client c(s.http_port);
+        REQUIRE(c.send(std::string("GET ") + path + " HTTP/1.1\r\nHost: t\r\n\r\n"));
+        const auto start = std::chrono::steady_clock::now();
+        std::string bytes = c.read_to_end();
+        CHECK(c.eof());  // closed, not left for the keep-alive timeout
+        CHECK(std::chrono::steady_clock::now() - start < 4s);
+        auto reply = split(bytes);
+        CHECK(reply.head.find("Content-Length: 10\r\n") != std::string::npos);
+        CHECK(reply.body == "01234");
+    }
+}
+
+TEST_CASE("response framing: uwsgi and scgi send the declared length at most, shorter ends at once",
+          "[uwsgi][scgi][framing][session]") {
+    proxy_server s;
+    for (const char* path : {"/lie-long", "/lie-stream-long", "/lie-short", "/lie-stream-short"}) {
+        INFO(path);
+        const bool longer = std::string_view(path).ends_with("-long");
+        {
+            client c(s.uwsgi_port);
+            REQUIRE(c.send(corgi::test::uwsgi_packet(request_vars("GET", path))));
+            auto reply = split(c.read_to_end());
+            CHECK(c.eof());
+            CHECK(reply.head.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+            CHECK(reply.head.find(longer ? "Content-Length: 5\r\n" : "Content-Length: 10\r\n") !=
+                  std::string::npos);
+            CHECK(reply.body == "01234");
+        }
+        {
+            client c(s.scgi_port);
+            REQUIRE(c.send(corgi::test::scgi_packet(scgi_vars("GET", path))));
+            auto reply = split(c.read_to_end());
+            CHECK(c.eof());
+            CHECK(reply.head.rfind("Status: 200 OK\r\n", 0) == 0);
+            CHECK(reply.body == "01234");
+        }
+    }
+}
+
+TEST_CASE("response framing: fastcgi cuts a long body and leaves a short one without END_REQUEST",
+          "[fastcgi][framing][session]") {
+    proxy_server s;
+    for (const char* path : {"/lie-long", "/lie-stream-long", "/lie-short", "/lie-stream-short"}) {
+        INFO(path);
+        const bool longer = std::string_view(path).ends_with("-long");
+        client c(s.fastcgi_port);
+        REQUIRE(c.send(wire::request(1, request_vars("GET", path), {}, true)));
+        std::string bytes = longer ? c.read_until_end_request(1) : c.read_to_end();
+        auto records = wire::parse(bytes);
+        auto reply = split(wire::stdout_of(records, 1));
+        CHECK(reply.body == "01234");
+        if (longer) {
+            CHECK(wire::end_status_of(records, 1) == 0);
+            // The declared bytes made a complete response; the connection still ends after it.
+            c.read_to_end();
+            CHECK(c.eof());
+        } else {
+            CHECK(c.eof());
+            CHECK(wire::end_status_of(records, 1) ==
+                  -1);  // the web server sees a truncated response
+        }
     }
 }

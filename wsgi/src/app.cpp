@@ -97,6 +97,7 @@ corgi::handler load(std::string_view spec) {
     auto entry = std::make_shared<detail::app_entry>();
     entry->callable = app.release();  // never released: see app_entry
     entry->spec = text;
+    entry->log_name = "wsgi app '" + text + "'";
     return detail::make_handler(std::move(entry));
 }
 

@@ -179,6 +179,7 @@ task<response> serve(std::shared_ptr<const app_entry> app, request& req) {
         events = co_await next_events(*c);
     }
     response res = std::move(c->resp);
+    res.origin = app->log_name;
     if (!c->streaming) {
         l.release_call(c);
         co_return res;

@@ -19,6 +19,7 @@ class lane;
 struct app_entry {
     PyObject* callable = nullptr;
     std::string spec;
+    std::string log_name;  // "wsgi app 'hello:app'", the responses' origin in error logs
 };
 
 struct runtime {

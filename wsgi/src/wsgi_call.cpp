@@ -20,7 +20,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <string>
 
 namespace corgi::wsgi::detail {
@@ -133,14 +132,10 @@ int try_file_range(call& c, file_wrapper_object* w) {
         offset = ::lseek(static_cast<int>(fd), 0, SEEK_CUR);
         if (offset < 0) return 0;
     }
-    std::uint64_t length =
+    // The rest of the file. A Content-Length the app set is kept by the protocol's writer, as
+    // for any other body: what goes past it is dropped (and logged), a shortfall truncates.
+    const std::uint64_t length =
         st.st_size > offset ? static_cast<std::uint64_t>(st.st_size - offset) : 0;
-    if (const std::string* declared = c.resp.headers.find("Content-Length")) {
-        std::uint64_t n = 0;
-        auto [end, ec] = std::from_chars(declared->data(), declared->data() + declared->size(), n);
-        if (ec == std::errc() && end == declared->data() + declared->size() && n < length)
-            length = n;
-    }
     const int copy = ::fcntl(static_cast<int>(fd), F_DUPFD_CLOEXEC, 0);
     if (copy < 0) return 0;
     c.resp.body = file_range{file_descriptor(copy), static_cast<std::uint64_t>(offset), length};

@@ -66,6 +66,9 @@ class response {
     std::string reason;
     header_map headers;
     body_type body;
+    // Who made the response, for error logs ("wsgi app hello:app"); empty: the route's handler. It
+    // must outlive the sending of the response (a WSGI app's name lives as long as its handler).
+    std::string_view origin;
 
     response() = default;
     explicit response(int status_code) : status(status_code) {}
