@@ -207,8 +207,9 @@ def read_until(sock, needle, data=b""):
     return data
 
 
-class NginxFrontTest(unittest.TestCase):
-    """nginx -> one corgi with eight listeners: four protocols, each over TCP and over a unix socket."""
+class NginxFronts(unittest.TestCase):
+    """nginx -> one corgi with eight listeners: four protocols, each over TCP and over a unix socket. The fixture
+    only; the test classes below each get their own processes."""
 
     PROTOCOLS = ["http", "uwsgi", "fastcgi", "scgi"]
 
@@ -269,6 +270,10 @@ class NginxFrontTest(unittest.TestCase):
 
     def each_front(self):
         return [(proto, transport, port) for (proto, transport), port in sorted(self.front.items())]
+
+
+class NginxFrontTest(NginxFronts):
+    """Every handler kind through every front."""
 
     def test_echo_shows_the_same_request_over_every_protocol(self):
         path = "/echo/a%20b/c%2Fd?x=1&y=2&y=3&e=%C3%A9"
@@ -535,6 +540,40 @@ class NginxFrontTest(unittest.TestCase):
             nginx_err = f.read()
         self.assertNotIn("upstream prematurely closed", nginx_err)
         self.assertNotIn("upstream sent invalid", nginx_err)
+
+
+class ResponseFramingBehindNginxTest(NginxFronts):
+    """A WSGI app whose body breaks its Content-Length: nginx, as the client behind it, must see exactly the declared
+    bytes when the body is longer, and a truncation (never extra bytes, never a hang) when it is shorter."""
+
+    def test_longer_body_reaches_nginx_cut_to_the_declared_length(self):
+        for proto, transport, port in self.each_front():
+            with self.subTest(protocol=proto, transport=transport):
+                status, hdrs, body = request(port, "GET", "/py/lie?long", timeout=8)
+                self.assertEqual((status, hdrs.get("content-length"), body), (200, "5", b"01234"))
+                # The front keeps working (its upstream connection was closed, not desynchronised).
+                status, _, body = request(port, "GET", "/py/sized?bytes=7", timeout=8)
+                self.assertEqual((status, body), (200, b"s" * 7))
+        with open(os.path.join(self.tmp, "nginx-error.log")) as f:
+            nginx_err = f.read()
+        self.assertNotIn("upstream sent more data than specified", nginx_err)
+        self.assertIn("wsgi app 'proxy_wsgi_app:application' (GET /py/lie?long", read_log(self.corgi.proc))
+
+    def test_shorter_body_reaches_the_client_truncated(self):
+        for proto, transport, port in self.each_front():
+            with self.subTest(protocol=proto, transport=transport):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=8)
+                try:
+                    started = time.monotonic()
+                    conn.request("GET", "/py/lie?short")
+                    resp = conn.getresponse()
+                    self.assertEqual(resp.status, 200)
+                    with self.assertRaises(http.client.IncompleteRead) as caught:
+                        resp.read()
+                    self.assertEqual(caught.exception.partial, b"01234")
+                    self.assertLess(time.monotonic() - started, 6)  # at once, not at a timeout
+                finally:
+                    conn.close()
 
 
 class UpstreamFailoverTest(unittest.TestCase):

@@ -67,6 +67,11 @@ def application(environ, start_response):
         n = int(query.get("bytes", ["0"])[0])
         start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(n))])
         return [b"s" * n]
+    if path == "/lie":
+        # A body that breaks its own Content-Length: ?long sends 10 bytes for 5, ?short 5 for 10.
+        longer = "long" in query or environ.get("QUERY_STRING") == "long"
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5" if longer else "10")])
+        return (piece for piece in ([b"012", b"3456789"] if longer else [b"012", b"34"]))
     size, sha = _read_body(environ)
     doc = {key: environ.get(key) for key in CGI_KEYS}
     doc["wsgi.url_scheme"] = environ["wsgi.url_scheme"]
