@@ -226,14 +226,17 @@ def input_elsewhere(environ, start_response):
 
     async def later():
         await asyncio.sleep(0.01)
-        if path == "/write":
-            start_response("200 OK", [("Content-Type", "text/plain")])("too late".encode())
-        else:
-            environ["wsgi.input"].read()
+        if path.endswith("/write"):
+            start_response("200 OK", [("Content-Type", "text/plain")])(b"written from a coroutine, ")
+            return [b"then returned"]
+        data = environ["wsgi.input"].read()
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"unreachable"]
+        return [b"read %d bytes in a coroutine" % len(data)]
 
-    return later()
+    if path.startswith("/task"):
+        # A task created before the request awaits steps on the lane's loop, off the request's fiber.
+        return asyncio.ensure_future(later(), loop=asyncio.get_event_loop())
+    return later()  # awaited by corgi: its steps run on the request's fiber
 
 
 # --- asyncio through corgi.await_ ----------------------------------------------------------------------------------
