@@ -113,3 +113,11 @@ def test_django_async_views_wait_together_on_one_lane(django_async):
     results, elapsed = concurrently(20, lambda i: django_async.get("/sleep?s=1", timeout=30))
     assert all(not isinstance(r, Exception) and r[0] == 200 for r in results), results
     assert elapsed < 3, f"20 Django async views awaiting asyncio.sleep(1) took {elapsed:.1f} s"
+
+
+def test_a_bad_hook_setting_names_its_key(corgi, tmp_path):
+    cfg = tmp_path / "corgi.json"
+    cfg.write_text(json.dumps({"async_views_hook": "no"}))
+    srv = corgi("--config", str(cfg), *python_app("--wsgi", "flask_async:app"), listening=False)
+    assert srv.wait_exit(20) == 2
+    assert "/async_views_hook" in srv.stderr()
