@@ -461,6 +461,18 @@ TEST_CASE("wsgi: a returned coroutine reads a slowly arriving body on the reques
     CHECK(r["running_loop"] == true);  // ... and sees the lane's loop running
 }
 
+TEST_CASE("wsgi: asyncio.timeout() over a synchronous read takes effect at the next await",
+          "[wsgi][asyncio]") {
+    auto req = make_request("POST", "/");
+    auto out = call_with_slow_body(app("timeout_around_read"), req, {"one ", "two ", "three"},
+                                   std::chrono::milliseconds(60));
+    REQUIRE(out.res.status == 200);
+    json r = json::parse(out.body);
+    CHECK(r["data"] == "one two three");
+    CHECK(r["outcome"] == "TimeoutError");
+    CHECK(r["cancelling"] == 0);
+}
+
 TEST_CASE("wsgi: asgiref's async_to_sync awaits on the lane's loop, also nested in a coroutine",
           "[wsgi][asyncio]") {
     auto req = make_request("POST", "/");

@@ -465,3 +465,20 @@ async def leaves_a_task(environ, start_response):
 def left_behind_state(environ, start_response):
     start_response("200 OK", [("Content-Type", "application/json")])
     return [json.dumps(left_behind).encode()]
+
+
+async def timeout_around_read(environ, start_response):
+    """asyncio.timeout() expires while the task is parked in a synchronous read: the read completes,
+    the timeout takes effect at the next await."""
+    data = b""
+    outcome = "no timeout"
+    try:
+        async with asyncio.timeout(0.05):
+            data = environ["wsgi.input"].read()
+            await asyncio.sleep(0)
+            outcome = "not cancelled at the next await"
+    except TimeoutError:
+        outcome = "TimeoutError"
+    out = {"data": data.decode(), "outcome": outcome, "cancelling": asyncio.current_task().cancelling()}
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(out).encode()]
