@@ -4,15 +4,19 @@ On uWSGI the recipe needs the greenlet and asyncio plugins, a loop engine and a 
 parks a greenlet on a future. On corgi nothing of that: the WSGI callable below returns the
 coroutine of the matched resource method; corgi runs it on the asyncio loop of the request's lane
 (other requests keep running while it awaits), then calls the werkzeug Response it returns as a WSGI
-app. No greenlet, no monkey-patching; the same code is plain asyncio.
+app. The coroutine's steps run on the request's fiber, so it may read the body synchronously
+(request.get_data(), request.form): the read waits for the client without stopping the loop. No
+greenlet, no monkey-patching; the same code is plain asyncio.
 
     corgi --http 127.0.0.1:8000 --wsgi-file examples/wsgi_async_resources.py
     curl http://127.0.0.1:8000/hello/corgi
     curl -X POST -d 'name=biscuit' http://127.0.0.1:8000/items
     curl http://127.0.0.1:8000/items/1
+    curl --data-binary @some.file http://127.0.0.1:8000/upload
 """
 
 import asyncio
+import hashlib
 import json
 import time
 
@@ -79,6 +83,14 @@ class Item(Resource):
         return Response(status=204)
 
 
+class Upload(Resource):
+    async def post(self, request):
+        """Reads the whole body in the coroutine, however slowly it arrives."""
+        data = request.get_data()
+        await asyncio.sleep(0.01)  # e.g. store it somewhere
+        return json_response({"size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+
+
 class Gather(Resource):
     async def get(self, request):
         """Several awaits at once inside one request."""
@@ -102,20 +114,18 @@ url_map = Map(
         Rule("/hello/<name>", endpoint=Hello),
         Rule("/items", endpoint=Items),
         Rule("/items/<int:item_id>", endpoint=Item),
+        Rule("/upload", endpoint=Upload),
         Rule("/gather", endpoint=Gather),
     ]
 )
 
 
 def application(environ, start_response):
-    """The WSGI callable: routing and the request body happen here (on the request's fiber); the
-    resource method runs as a coroutine that corgi awaits."""
+    """The WSGI callable: routing happens here; the resource method runs as a coroutine that corgi
+    awaits (on the lane's loop, its steps on this request's fiber)."""
     request = Request(environ)
     try:
         resource_class, args = url_map.bind_to_environ(environ).match()
     except HTTPException as e:
         return e(environ, start_response)
-    # The body is read now, in the WSGI call, where reading suspends only this request's fiber;
-    # the coroutine then parses request.form / get_json() from the cached bytes.
-    request.get_data(cache=True)
     return resource_class().dispatch(request, **args)

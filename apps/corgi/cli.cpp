@@ -56,6 +56,7 @@ python (WSGI):
   --mount /PREFIX=APP      mount a WSGI app (MODULE[:CALLABLE] or PATH.py) at PREFIX (repeatable)
   --pythonpath DIR         add to sys.path (repeatable)        --chdir DIR    change directory first
   --threads N              Python lanes (default 1)           --fibers N     requests per lane (default 100)
+  --no-async-views-hook    leave asgiref's async_to_sync (Flask/Django async views) as it is
 limits and timeouts (seconds):
   --max-header-bytes N (65536)  --max-body-bytes N (1 GiB)  --max-connections N (10000)
   --max-requests-per-connection N (0: unlimited)
@@ -193,6 +194,10 @@ options parse(const std::vector<std::string>& args) {
         }
         if (flag == "--disable-logging") {
             cfg.access_log = false;
+            continue;
+        }
+        if (flag == "--no-async-views-hook") {
+            cfg.python.async_views_hook = false;
             continue;
         }
         std::string value;

@@ -145,6 +145,8 @@ void apply_config(config& cfg, const nlohmann::json& doc) {
                 cfg.python.fibers = as_count(v, ptr, 1, 100000);
             } else if (key == "fiber_stack_kib") {
                 cfg.python.fiber_stack_kib = as_count(v, ptr, 64, 65536);
+            } else if (key == "async_views_hook") {
+                cfg.python.async_views_hook = as_bool(v, ptr);
             } else if (key == "wsgi") {
                 cfg.python.wsgi = as_string(v, ptr);
             } else if (key == "wsgi_file") {

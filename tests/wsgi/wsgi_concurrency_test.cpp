@@ -95,6 +95,50 @@ TEST_CASE("wsgi: 50 slow uploads do not block a fast request", "[wsgi][concurren
     }
 }
 
+TEST_CASE("wsgi: coroutines blocked in body reads leave the lane's loop to other requests",
+          "[wsgi][concurrency][asyncio]") {
+    // Each upload's task suspends its fiber in the middle of a step, three times; meanwhile other
+    // tasks (asyncio.current_task() bookkeeping included) and a fast async request keep running.
+    const handler h = wsgi::load("unit_apps:coroutine_reads_body");
+    net::io_context io;
+    std::vector<std::unique_ptr<corgi::test::slow_body>> bodies;
+    std::vector<std::unique_ptr<in_flight>> slow;
+    for (int i = 0; i < 30; ++i) {
+        auto c = std::make_unique<in_flight>();
+        c->req = make_request("POST", "/");
+        bodies.push_back(std::make_unique<corgi::test::slow_body>(
+            io.get_executor(), std::vector<std::string>{"ab", "c\n", "d", "e"},
+            std::chrono::milliseconds(100)));
+        c->req.body = bodies.back().get();
+        c->req.content_length = 6;
+        in_flight* raw = c.get();
+        net::co_spawn(io, drive(h, c->req, c->out, c->writer), [raw](std::exception_ptr e) {
+            raw->finished = std::chrono::steady_clock::now();
+            if (e) std::rethrow_exception(e);
+        });
+        slow.push_back(std::move(c));
+    }
+    in_flight quick;
+    quick.req = make_request("GET", "/", "fast");
+    net::steady_timer later(io, std::chrono::milliseconds(150));
+    later.async_wait([&](boost::system::error_code) {
+        net::co_spawn(io, drive(h, quick.req, quick.out, quick.writer), [&](std::exception_ptr e) {
+            quick.finished = std::chrono::steady_clock::now();
+            if (e) std::rethrow_exception(e);
+        });
+    });
+    io.run_for(std::chrono::seconds(20));
+    REQUIRE(quick.out.done);
+    CHECK(json::parse(quick.out.body)["parts"] == json::array());
+    for (auto& c : slow) {
+        REQUIRE(c->out.done);
+        json r = json::parse(c->out.body);
+        CHECK(r["parts"] == json::array({"abc", "\n", "de"}));
+        CHECK(r["same_task"] == true);
+        CHECK(quick.finished < c->finished);
+    }
+}
+
 TEST_CASE("wsgi: concurrent requests never see each other's state", "[wsgi][concurrency]") {
     const handler h = wsgi::load("unit_apps:isolation");
     net::io_context io;

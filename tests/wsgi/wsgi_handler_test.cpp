@@ -33,6 +33,27 @@ json state() {
     return json::parse(out.body);
 }
 
+// Calls `h` with a body that arrives in `pieces`, each after `delay`.
+corgi::test::outcome call_with_slow_body(const handler& h, request& req,
+                                         std::vector<std::string> pieces,
+                                         std::chrono::milliseconds delay) {
+    net::io_context io;
+    std::size_t length = 0;
+    for (const auto& p : pieces) length += p.size();
+    corgi::test::slow_body body(io.get_executor(), std::move(pieces), delay);
+    req.body = &body;
+    req.content_length = length;
+    corgi::test::outcome out;
+    corgi::test::collecting_writer w;
+    net::co_spawn(io, corgi::test::drive(h, req, out, w), [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+    });
+    io.run_for(std::chrono::seconds(20));
+    req.body = nullptr;
+    REQUIRE(out.done);
+    return out;
+}
+
 bool was_closed(const std::string& name) {
     json s = state();
     return std::find(s["closed"].begin(), s["closed"].end(), name) != s["closed"].end();
@@ -424,6 +445,59 @@ TEST_CASE("wsgi: an app returning a coroutine is awaited, and a returned WSGI ap
     CHECK(call(app("coroutine_app"), req2).body == "from a coroutine");
     auto req3 = make_request("GET", "/");
     CHECK(call(app("returns_wsgi_app"), req3).body == "Hello, World!");
+}
+
+TEST_CASE("wsgi: a returned coroutine reads a slowly arriving body on the request's fiber",
+          "[wsgi][asyncio]") {
+    auto req = make_request("POST", "/");
+    auto out = call_with_slow_body(app("coroutine_reads_body"), req,
+                                   {"ab", "c-li", "ne\nre", "st", " of it"},
+                                   std::chrono::milliseconds(20));
+    REQUIRE(out.res.status == 200);
+    json r = json::parse(out.body);
+    CHECK(r["parts"] == json::array({"abc", "-line\n", "rest of it"}));
+    CHECK(r["same_task"] == true);     // asyncio.current_task() is the request's task throughout
+    CHECK(r["in_request"] == true);    // the coroutine runs on the request's fiber
+    CHECK(r["running_loop"] == true);  // ... and sees the lane's loop running
+}
+
+TEST_CASE("wsgi: asyncio.timeout() over a synchronous read takes effect at the next await",
+          "[wsgi][asyncio]") {
+    auto req = make_request("POST", "/");
+    auto out = call_with_slow_body(app("timeout_around_read"), req, {"one ", "two ", "three"},
+                                   std::chrono::milliseconds(60));
+    REQUIRE(out.res.status == 200);
+    json r = json::parse(out.body);
+    CHECK(r["data"] == "one two three");
+    CHECK(r["outcome"] == "TimeoutError");
+    CHECK(r["cancelling"] == 0);
+}
+
+TEST_CASE("wsgi: asgiref's async_to_sync awaits on the lane's loop, also nested in a coroutine",
+          "[wsgi][asyncio]") {
+    auto req = make_request("POST", "/");
+    auto out = call_with_slow_body(app("async_to_sync_nested"), req, {"slow ", "body"},
+                                   std::chrono::milliseconds(20));
+    REQUIRE(out.res.status == 200);
+    json r = json::parse(out.body);
+    CHECK(r["body"] == "slow body");
+    CHECK(r["loop"] == "CorgiEventLoop");
+    CHECK(r["inner_task_differs"] == true);
+    CHECK(r["same_task_after"] == true);  // the outer task is current again after the nested await
+    // As with asgiref: context variables set by the coroutine are seen by its synchronous caller.
+    CHECK(r["var_in_outer"] == "set-by-inner");
+    CHECK(r["var_in_caller"] == "set-by-inner");
+}
+
+TEST_CASE("wsgi: a task a request leaves behind finishes on the lane after the request",
+          "[wsgi][asyncio]") {
+    auto req = make_request("GET", "/");
+    CHECK(call(app("leaves_a_task"), req).body == "left");
+    // A later request gives the lane's loop time to run the task's remaining steps.
+    auto req2 = make_request("GET", "/", "0.2");
+    CHECK(call(app("sleepy"), req2).body == "slept");
+    auto req3 = make_request("GET", "/");
+    CHECK(json::parse(call(app("left_behind_state"), req3).body) == json::array({false}));
 }
 
 TEST_CASE("wsgi: an app mounted in a C++ url_map beside C++ rules sees the SCRIPT_NAME split",

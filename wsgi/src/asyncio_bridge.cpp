@@ -25,12 +25,35 @@ namespace {
 // The Python half: a loop whose selector never blocks and whose call_soon/call_at poke the lane,
 // and a policy that hands the lane's loop to synchronous code running in a request.
 constexpr const char* bridge_source = R"PY(
-import asyncio, selectors, threading
+import asyncio, contextvars, selectors, threading
+from asyncio import tasks as _tasks
 
 class _NonBlockingSelector(selectors.DefaultSelector):
     # asyncio's _run_once() must never block: the lane waits on this selector's fd with everything else.
     def select(self, timeout=None):
         return super().select(0)
+
+
+class FiberTask(_tasks._PyTask):
+    """A Task of a request that awaits: every step runs on the request's fiber (docs/wsgi.md), so
+    that the coroutine may suspend that fiber (wsgi.input, write(), corgi.sleep) and not the lane.
+
+    asyncio's own pure-Python Task, with its step re-routed: _fiber_step (C) hands the step to the
+    fiber, which runs _real_step in the task's context. Steps are scheduled in an empty context of
+    their own, because a context can be entered by one thread state at a time and the fiber has
+    its own."""
+
+    def __init__(self, coro, *, loop, binding, name=None, context=None):
+        self._corgi_binding = binding
+        self._corgi_context = contextvars.copy_context() if context is None else context
+        super().__init__(coro, loop=loop, name=name, context=contextvars.Context())
+
+    def _Task__step(self, exc=None):
+        _fiber_step(self, exc)
+
+
+_real_step = _tasks._PyTask._Task__step
+
 
 class CorgiEventLoop(asyncio.SelectorEventLoop):
     """The asyncio loop of one corgi lane, driven by corgi's scheduler."""
@@ -50,6 +73,16 @@ class CorgiEventLoop(asyncio.SelectorEventLoop):
         handle = super().call_at(when, callback, *args, context=context)
         self._corgi_kick()
         return handle
+
+    def create_task(self, coro, *, name=None, context=None):
+        # Tasks created while a request awaits (its coroutine's own, and those its steps create:
+        # gather, wait_for, create_task) run their steps on the request's fiber.
+        if self._task_factory is None:
+            binding = _fiber_binding()
+            if binding is not None:
+                self._check_closed()
+                return FiberTask(coro, loop=self, binding=binding, name=name, context=context)
+        return super().create_task(coro, name=name, context=context)
 
     def run_forever(self):
         raise RuntimeError("corgi runs this event loop; in a request, use corgi.await_(awaitable)")
@@ -73,12 +106,54 @@ class CorgiEventLoopPolicy(type(asyncio.get_event_loop_policy())):
 
 
 asyncio.set_event_loop_policy(CorgiEventLoopPolicy())
+
+
+def install_async_views_hook():
+    """Flask's and Django's async views go through asgiref's AsyncToSync, which runs the coroutine
+    on a new event loop in a new thread and blocks the caller: the whole lane. On a request's
+    fiber, run it with corgi.await_ on the lane's loop instead; anywhere else, asgiref's own way."""
+    try:
+        import asgiref.sync as sync
+    except ImportError:
+        return
+    original = sync.AsyncToSync.__call__
+    if getattr(original, "_corgi_original", None) is not None:
+        return
+    import corgi, functools
+    restore_context = getattr(sync, "_restore_context", None)
+
+    async def run(awaitable, contexts):
+        try:
+            return await awaitable
+        finally:
+            contexts.append(contextvars.copy_context())
+
+    @functools.wraps(original)
+    def __call__(self, *args, **kwargs):
+        if not corgi.in_request():
+            return original(self, *args, **kwargs)
+        contexts = []
+        try:
+            return corgi.await_(run(self.awaitable(*args, **kwargs), contexts))
+        finally:
+            # As asgiref does: context variables the coroutine set are seen by the caller.
+            if contexts and restore_context is not None:
+                restore_context(contexts[0])
+
+    __call__._corgi_original = original
+    sync.AsyncToSync.__call__ = __call__
 )PY";
 
 PyObject* g_loop_class = nullptr;
 PyObject* g_ensure_future = nullptr;
 PyObject* g_set_running_loop = nullptr;
 PyObject* g_noop = nullptr;
+PyObject* g_real_step = nullptr;      // asyncio's Task.__step, run by a FiberTask's fiber
+PyObject* g_current_tasks = nullptr;  // asyncio's {loop: running task}
+PyObject* g_str_binding = nullptr;
+PyObject* g_str_context = nullptr;
+PyObject* g_str_step = nullptr;
+PyObject* g_str_task_context = nullptr;
 
 PyObject* kick_impl(PyObject* self, PyObject*) {
     auto* l = static_cast<lane*>(PyCapsule_GetPointer(self, "corgi.lane"));
@@ -88,31 +163,150 @@ PyObject* kick_impl(PyObject* self, PyObject*) {
 }
 PyMethodDef kick_def = {"_corgi_kick", kick_impl, METH_NOARGS, nullptr};
 
-// Done-callback of the Task a fiber awaits: wakes that fiber (later, from the lane's loop).
+// Done-callback of the future a fiber awaits: wakes that fiber (later, from the lane's loop) if it
+// is idle in await_in_fiber; if it is running a step, it looks at the future when the step ends.
 struct waker_object {
     PyObject_HEAD fiber* target;
-    std::uint64_t token;
 };
 
 PyObject* waker_call(PyObject* self, PyObject*, PyObject*) {
     auto* w = reinterpret_cast<waker_object*>(self);
-    if (w->target) w->target->owner().wake_later(*w->target, w->token);
+    if (fiber* f = w->target; f && f->aio_idle_token) f->owner().wake_later(*f, f->aio_idle_token);
     w->target = nullptr;
     Py_RETURN_NONE;
 }
 
-void waker_dealloc(PyObject* self) {
+void plain_dealloc(PyObject* self) {
     PyTypeObject* type = Py_TYPE(self);
     type->tp_free(self);
     Py_DECREF(type);
 }
 
 PyType_Slot waker_slots[] = {{Py_tp_call, reinterpret_cast<void*>(waker_call)},
-                             {Py_tp_dealloc, reinterpret_cast<void*>(waker_dealloc)},
+                             {Py_tp_dealloc, reinterpret_cast<void*>(plain_dealloc)},
                              {0, nullptr}};
 PyType_Spec waker_spec = {"corgi._Waker", sizeof(waker_object), 0,
                           Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION, waker_slots};
 PyTypeObject* g_waker_type = nullptr;
+
+// A request's fiber while the request awaits (the outermost await_in_fiber); FiberTasks hold it.
+// Afterwards `target` is null and the tasks left behind step on the lane like any other.
+struct binding_object {
+    PyObject_HEAD fiber* target;
+};
+PyType_Slot binding_slots[] = {{Py_tp_dealloc, reinterpret_cast<void*>(plain_dealloc)},
+                               {0, nullptr}};
+PyType_Spec binding_spec = {"corgi._FiberBinding", sizeof(binding_object), 0,
+                            Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION, binding_slots};
+PyTypeObject* g_binding_type = nullptr;
+
+PyObject* loop_of(lane& l) {
+    aio_driver* d = l.asyncio();
+    return d ? d->loop.get() : nullptr;
+}
+
+// asyncio's real step of `task` in the task's own context, on the calling thread state.
+PyObject* real_step(PyObject* task, PyObject* exc) {
+    py_ref context(PyObject_GetAttr(task, g_str_context));
+    if (!context) return nullptr;
+    if (!PyContext_CheckExact(context.get())) {
+        PyErr_SetString(PyExc_TypeError, "FiberTask._corgi_context is not a Context");
+        return nullptr;
+    }
+    if (PyContext_Enter(context.get()) != 0) return nullptr;
+    py_ref r(PyObject_CallFunctionObjArgs(g_real_step, task, exc, nullptr));
+    if (PyContext_Exit(context.get()) != 0) return nullptr;
+    return r.release();
+}
+
+// On fiber `f`: one step of a task bound to it. Nested in a step of another task (a coroutine
+// that called corgi.await_), that one stops being asyncio's current task meanwhile.
+void run_step_on_fiber(fiber& f, PyObject* task, PyObject* exc) {
+    py_ref outer = stash_current_task(f.owner());
+    ++f.aio_step_depth;
+    py_ref r(real_step(task, exc));
+    --f.aio_step_depth;
+    if (!r) log::error("wsgi: asyncio task step failed:\n" + fetch_traceback());
+    if (outer) restore_current_task(f.owner(), std::move(outer));
+}
+
+// _fiber_step(task, exc): FiberTask's step, called by the lane's loop. Queued for the task's fiber
+// (which runs it at once when idle in its await, else when the step it is in returns), or run
+// here when the request no longer awaits.
+PyObject* fiber_step_impl(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "_fiber_step(task, exc=None)");
+        return nullptr;
+    }
+    PyObject* task = args[0];
+    PyObject* exc = nargs > 1 ? args[1] : Py_None;
+    py_ref binding(PyObject_GetAttr(task, g_str_binding));
+    if (!binding) return nullptr;
+    fiber* f = Py_IS_TYPE(binding.get(), g_binding_type)
+                   ? reinterpret_cast<binding_object*>(binding.get())->target
+                   : nullptr;
+    if (!f) return real_step(task, exc);
+    if (fiber::current()) {
+        // Only the loop calls steps, on the lane; should anything else, go through the loop.
+        py_ref step(PyObject_GetAttr(task, g_str_step));
+        py_ref dummy(PyObject_GetAttr(task, g_str_task_context));
+        if (!step || !dummy) return nullptr;
+        py_ref call_soon(PyObject_GetAttrString(loop_of(f->owner()), "call_soon"));
+        py_ref pos(PyTuple_Pack(2, step.get(), exc));
+        py_ref kw(Py_BuildValue("{s:O}", "context", dummy.get()));
+        if (!call_soon || !pos || !kw) return nullptr;
+        py_ref h(PyObject_Call(call_soon.get(), pos.get(), kw.get()));
+        if (!h) return nullptr;
+        Py_RETURN_NONE;
+    }
+    f->aio_steps.emplace_back(py_ref::borrow(task), py_ref::borrow(exc));
+    // Synchronously: the fiber runs the step now and comes back when it waits again.
+    if (f->aio_idle_token) f->owner().wake(*f, f->aio_idle_token);
+    Py_RETURN_NONE;
+}
+
+// _fiber_binding(): the binding of the request awaiting on the calling fiber, else None.
+PyObject* fiber_binding_impl(PyObject*, PyObject*) {
+    fiber* f = fiber::current();
+    if (f && f->aio_binding) return Py_NewRef(f->aio_binding);
+    Py_RETURN_NONE;
+}
+
+PyMethodDef bridge_functions[] = {
+    {"_fiber_step", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fiber_step_impl)),
+     METH_FASTCALL, nullptr},
+    {"_fiber_binding", fiber_binding_impl, METH_NOARGS, nullptr},
+    {nullptr, nullptr, 0, nullptr}};
+
+// The request stops awaiting: its tasks' later steps run on the lane; queued ones go back to it.
+void end_binding(fiber& f, PyObject* loop) {
+    PyObject* b = std::exchange(f.aio_binding, nullptr);
+    reinterpret_cast<binding_object*>(b)->target = nullptr;
+    Py_DECREF(b);
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);  // the await's own outcome, kept
+    while (!f.aio_steps.empty()) {
+        auto [task, exc] = std::move(f.aio_steps.front());
+        f.aio_steps.pop_front();
+        py_ref step(PyObject_GetAttr(task.get(), g_str_step));
+        py_ref dummy(PyObject_GetAttr(task.get(), g_str_task_context));
+        py_ref call_soon(PyObject_GetAttrString(loop, "call_soon"));
+        py_ref pos(step ? PyTuple_Pack(2, step.get(), exc.get()) : nullptr);
+        py_ref kw(dummy ? Py_BuildValue("{s:O}", "context", dummy.get()) : nullptr);
+        if (!call_soon || !pos || !kw ||
+            !py_ref(PyObject_Call(call_soon.get(), pos.get(), kw.get())))
+            log::error("wsgi: asyncio: cannot reschedule a task step:\n" + fetch_traceback());
+    }
+    if (!py_ref(PyObject_CallOneArg(g_set_running_loop, Py_None))) PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+}
+
+bool future_done(PyObject* future, bool& done) {
+    py_ref r(PyObject_CallMethod(future, "done", nullptr));
+    if (!r) return false;
+    done = PyObject_IsTrue(r.get()) == 1;
+    return true;
+}
 
 }  // namespace
 
@@ -178,19 +372,35 @@ void aio_driver::arm() {
     }
 }
 
-bool init_asyncio_bridge() {
+bool init_asyncio_bridge(bool async_views_hook) {
     g_waker_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&waker_spec));
-    if (!g_waker_type) return false;
+    g_binding_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&binding_spec));
+    if (!g_waker_type || !g_binding_type) return false;
+    g_str_binding = PyUnicode_InternFromString("_corgi_binding");
+    g_str_context = PyUnicode_InternFromString("_corgi_context");
+    g_str_step = PyUnicode_InternFromString("_Task__step");
+    g_str_task_context = PyUnicode_InternFromString("_context");
+    if (!g_str_binding || !g_str_context || !g_str_step || !g_str_task_context) return false;
     py_ref code(Py_CompileString(bridge_source, "<corgi asyncio bridge>", Py_file_input));
     if (!code) return false;
+    // The C half first: the Python half refers to it.
+    PyObject* shell = PyImport_AddModule("_corgi_asyncio");  // borrowed
+    if (!shell || PyModule_AddFunctions(shell, bridge_functions) != 0) return false;
     py_ref module(PyImport_ExecCodeModule("_corgi_asyncio", code.get()));
     if (!module) return false;
     g_loop_class = PyObject_GetAttrString(module.get(), "CorgiEventLoop");
+    g_real_step = PyObject_GetAttrString(module.get(), "_real_step");
     py_ref asyncio(PyImport_ImportModule("asyncio"));
     py_ref events(PyImport_ImportModule("asyncio.events"));
-    if (!g_loop_class || !asyncio || !events) return false;
+    py_ref tasks(PyImport_ImportModule("asyncio.tasks"));
+    if (!g_loop_class || !g_real_step || !asyncio || !events || !tasks) return false;
     g_ensure_future = PyObject_GetAttrString(asyncio.get(), "ensure_future");
     g_set_running_loop = PyObject_GetAttrString(events.get(), "_set_running_loop");
+    g_current_tasks = PyObject_GetAttrString(tasks.get(), "_current_tasks");
+    if (!g_current_tasks || !PyDict_Check(g_current_tasks)) {
+        PyErr_SetString(PyExc_RuntimeError, "asyncio.tasks._current_tasks is not a dict");
+        return false;
+    }
     py_ref builtins(PyImport_ImportModule("builtins"));
     py_ref code_noop(Py_CompileString("lambda: None", "<corgi>", Py_eval_input));
     if (!builtins || !code_noop) return false;
@@ -198,7 +408,11 @@ bool init_asyncio_bridge() {
     if (!globals || PyDict_SetItemString(globals.get(), "__builtins__", builtins.get()) != 0)
         return false;
     g_noop = PyEval_EvalCode(code_noop.get(), globals.get(), globals.get());
-    return g_ensure_future && g_set_running_loop && g_noop;
+    if (!g_ensure_future || !g_set_running_loop || !g_noop) return false;
+    if (async_views_hook &&
+        !py_ref(PyObject_CallMethod(module.get(), "install_async_views_hook", nullptr)))
+        return false;
+    return true;
 }
 
 PyObject* lane_event_loop() {
@@ -246,21 +460,79 @@ PyObject* await_in_fiber(PyObject* awaitable) {
     }
     py_ref loop(lane_event_loop());
     if (!loop) return nullptr;
+    // The outermost await of the request binds it to its fiber: from now until it returns, tasks
+    // created on this fiber (this one's, and those created by steps running here) step here. The
+    // fiber's thread state sees the loop running, as code in a task does.
+    struct binding_scope {
+        fiber* f = nullptr;
+        PyObject* loop = nullptr;
+        ~binding_scope() {
+            if (f) end_binding(*f, loop);
+        }
+    } scope;
+    if (!f->aio_binding) {
+        auto* b = PyObject_New(binding_object, g_binding_type);
+        if (!b) return nullptr;
+        b->target = f;
+        f->aio_binding = reinterpret_cast<PyObject*>(b);
+        scope.f = f;
+        scope.loop = loop.get();
+        if (!py_ref(PyObject_CallOneArg(g_set_running_loop, loop.get()))) return nullptr;
+    }
     py_ref kwargs(Py_BuildValue("{s:O}", "loop", loop.get()));
     py_ref args(PyTuple_Pack(1, awaitable));
     if (!kwargs || !args) return nullptr;
-    // The Task copies the current context: the coroutine sees the request's contextvars.
+    // A coroutine becomes a FiberTask (CorgiEventLoop.create_task), which copies the current
+    // context: the coroutine sees the request's contextvars.
     py_ref future(PyObject_Call(g_ensure_future, args.get(), kwargs.get()));
     if (!future) return nullptr;
     auto* waker = PyObject_New(waker_object, g_waker_type);
     if (!waker) return nullptr;
     waker->target = f;
-    waker->token = f->arm();
     py_ref waker_ref(reinterpret_cast<PyObject*>(waker));
     py_ref added(PyObject_CallMethod(future.get(), "add_done_callback", "O", waker_ref.get()));
     if (!added) return nullptr;
-    f->wait();
+    for (;;) {
+        bool done = false;
+        if (!future_done(future.get(), done)) {
+            waker->target = nullptr;
+            return nullptr;
+        }
+        if (done) break;
+        if (!f->aio_steps.empty()) {
+            auto [task, exc] = std::move(f->aio_steps.front());
+            f->aio_steps.pop_front();
+            run_step_on_fiber(*f, task.get(), exc.get());
+            continue;
+        }
+        f->aio_idle_token = f->arm();
+        f->wait();
+        f->aio_idle_token = 0;
+    }
+    waker->target = nullptr;
     return PyObject_CallMethod(future.get(), "result", nullptr);
+}
+
+py_ref stash_current_task(lane& l) {
+    PyObject* loop = loop_of(l);
+    if (!loop) return {};
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    py_ref task = py_ref::borrow(PyDict_GetItemWithError(g_current_tasks, loop));
+    if (task && PyDict_DelItem(g_current_tasks, loop) != 0) task.reset();
+    PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+    return task;
+}
+
+void restore_current_task(lane& l, py_ref task) {
+    PyObject* loop = loop_of(l);
+    if (!loop) return;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (PyDict_SetItem(g_current_tasks, loop, task.get()) != 0)
+        log::error("wsgi: asyncio: " + fetch_traceback());
+    PyErr_Restore(type, value, tb);
 }
 
 }  // namespace corgi::wsgi::detail

@@ -42,8 +42,10 @@ struct aio_driver {
 };
 
 // At start-up on the main thread state: imports asyncio and installs corgi's loop class and event
-// loop policy (asyncio.get_event_loop() inside a request returns its lane's loop).
-bool init_asyncio_bridge();
+// loop policy (asyncio.get_event_loop() inside a request returns its lane's loop). With
+// `async_views_hook`, also makes asgiref's async_to_sync (Flask and Django async views) await on
+// the lane's loop when called on a request's fiber (asgiref is imported now if installed).
+bool init_asyncio_bridge(bool async_views_hook);
 
 // The loop of the calling lane, created on first use (new reference); None outside a lane.
 PyObject* lane_event_loop();
@@ -51,7 +53,14 @@ PyObject* lane_event_loop();
 // Coroutines, futures and other objects with __await__.
 bool is_awaitable(PyObject* o) noexcept;
 // Inside a fiber: runs `awaitable` on the lane's loop, suspends the fiber until it is done and
-// returns its result (new reference), or null with its exception set.
+// returns its result (new reference), or null with its exception set. Meanwhile the steps of the
+// tasks created for it (the coroutine's own Task, and those its steps create) run on this fiber,
+// so that they may suspend it: read wsgi.input, call write(), corgi.sleep().
 PyObject* await_in_fiber(PyObject* awaitable);
+
+// Around a suspension of a fiber in the middle of a task step: takes the lane's current task out
+// of asyncio's books (other tasks run meanwhile), and puts it back.
+py_ref stash_current_task(lane& l);
+void restore_current_task(lane& l, py_ref task);
 
 }  // namespace corgi::wsgi::detail

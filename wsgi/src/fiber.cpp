@@ -3,6 +3,7 @@
 
 #include "fiber.hpp"
 
+#include "asyncio_bridge.hpp"
 #include "lane.hpp"
 #include "wsgi_call.hpp"
 
@@ -107,7 +108,11 @@ void fiber::suspend() { sink_ = std::move(sink_).resume(); }
 
 void fiber::wait() {
     waiting_ = true;
+    // Suspended in the middle of an asyncio step (a blocking read in a coroutine): the loop runs
+    // other tasks meanwhile, which must not find this one current.
+    py_ref task = aio_step_depth > 0 ? stash_current_task(owner_) : py_ref();
     suspend();
+    if (task) restore_current_task(owner_, std::move(task));
     waiting_ = false;
 }
 

@@ -14,7 +14,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <optional>
+#include <utility>
 
 namespace corgi::wsgi::detail {
 
@@ -64,6 +66,13 @@ class fiber {
     net::steady_timer timer;
     std::optional<net::posix::stream_descriptor> descriptor;
     int wait_result = 0;
+
+    // asyncio (asyncio_bridge.cpp). While the request awaits (corgi.await_ or a returned
+    // coroutine), the steps of the tasks it creates run on this fiber, queued here.
+    PyObject* aio_binding = nullptr;  // strong; the request's fiber binding while it awaits
+    std::deque<std::pair<py_ref, py_ref>> aio_steps;  // (task, exception or None) to run here
+    std::uint64_t aio_idle_token = 0;  // the await's wait token while it has nothing to run
+    int aio_step_depth = 0;            // task steps running on this fiber (nested awaits)
 
     // Guard-page lookup for the SIGSEGV handler (async-signal-safe reads only).
     const char* guard_low() const noexcept { return guard_low_; }

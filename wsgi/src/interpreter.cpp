@@ -166,7 +166,7 @@ void initialize(const corgi::python_settings& settings) {
     if (!traceback) throw_python("cannot import traceback");
     g_format_exception = PyObject_GetAttrString(traceback.get(), "format_exception");
     if (!g_format_exception || !init_wsgi_types() || !init_environ(rt->multithread) ||
-        !init_asyncio_bridge()) {
+        !init_asyncio_bridge(rt->settings.async_views_hook)) {
         throw_python("cannot set up the WSGI runtime");
     }
 

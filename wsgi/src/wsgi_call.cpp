@@ -289,8 +289,9 @@ bool send_chunk(call& c, PyObject* bytes) {
 bool on_request_fiber(const call& c, const char* what, const char* advice) {
     if (fiber::current() == c.runner) return true;
     PyErr_Format(PyExc_RuntimeError,
-                 "%s, and only the WSGI call itself can wait for the client (not a coroutine it "
-                 "returned, not another thread): %s",
+                 "%s, and only the request itself can wait for the client: its WSGI call and "
+                 "the coroutines it awaits, not a task created before it awaited, not another "
+                 "thread: %s",
                  what, advice);
     return false;
 }
@@ -307,7 +308,7 @@ int read_more(call& c) {
         return 0;
     }
     if (!on_request_fiber(c, "wsgi.input needs more of the request body",
-                          "read the body before returning a coroutine"))
+                          "read it in the request or in a coroutine it awaits"))
         return -1;
     const lane_msg answer = lane_of(c).exchange(c, io_event::need_body);
     if (answer == lane_msg::abort) {

@@ -167,7 +167,7 @@ PyObject* write_impl(PyObject* self, PyObject* data) {
     }
     if (PyBytes_GET_SIZE(data) == 0) Py_RETURN_NONE;
     if (!on_request_fiber(*c, "write() sends to the client",
-                          "return the body instead of calling write() there"))
+                          "call it in the request or in a coroutine it awaits"))
         return nullptr;
     if (!send_chunk(*c, data)) {
         PyErr_SetString(PyExc_ConnectionResetError, "the client closed the connection");

@@ -395,3 +395,90 @@ def reset_state(environ, start_response):
     seen.clear()
     start_response("204 No Content", [])
     return []
+
+
+# --- coroutines that read the body: their steps run on the request's fiber ----------------------------------------
+async def coroutine_reads_body(environ, start_response):
+    """Reads the body in pieces across awaits; QUERY_STRING "fast" skips the body."""
+    me = asyncio.current_task()
+    parts = []
+    if environ["QUERY_STRING"] != "fast":
+        inp = environ["wsgi.input"]
+        parts.append(inp.read(3).decode())
+        await asyncio.sleep(0)
+        parts.append(inp.readline().decode())
+        parts.append(inp.read().decode())
+    else:
+        await asyncio.sleep(0.01)
+    out = {"parts": parts, "same_task": asyncio.current_task() is me, "in_request": corgi.in_request(),
+           "running_loop": asyncio.get_running_loop() is asyncio.get_event_loop()}
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(out).encode()]
+
+
+_hook_var = contextvars.ContextVar("hook_var", default="unset")
+
+
+def async_to_sync_nested(environ, start_response):
+    """asgiref's async_to_sync on a request's fiber, and again inside the coroutine it runs (asgiref
+    itself refuses the nested call: a loop runs in this thread)."""
+    from asgiref.sync import async_to_sync
+
+    async def inner():
+        await asyncio.sleep(0.01)
+        _hook_var.set("set-by-inner")
+        return asyncio.current_task()
+
+    def sync_helper():
+        return async_to_sync(inner)()
+
+    async def outer():
+        me = asyncio.current_task()
+        data = environ["wsgi.input"].read()
+        inner_task = sync_helper()  # sync code in a coroutine step: a nested await on the fiber
+        return {"body": data.decode(), "inner_task_differs": inner_task is not me and inner_task is not None,
+                "same_task_after": asyncio.current_task() is me, "var_in_outer": _hook_var.get(),
+                "loop": type(asyncio.get_running_loop()).__name__}
+
+    out = async_to_sync(outer)()
+    out["var_in_caller"] = _hook_var.get()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(out).encode()]
+
+
+left_behind = []
+_left_behind_tasks = []
+
+
+async def leaves_a_task(environ, start_response):
+    """Creates a task it does not await: it goes on after the request, stepping on the lane."""
+    async def later():
+        await asyncio.sleep(0.05)
+        left_behind.append(corgi.in_request())
+
+    _left_behind_tasks.append(asyncio.get_running_loop().create_task(later()))
+    await asyncio.sleep(0)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"left"]
+
+
+def left_behind_state(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(left_behind).encode()]
+
+
+async def timeout_around_read(environ, start_response):
+    """asyncio.timeout() expires while the task is parked in a synchronous read: the read completes,
+    the timeout takes effect at the next await."""
+    data = b""
+    outcome = "no timeout"
+    try:
+        async with asyncio.timeout(0.05):
+            data = environ["wsgi.input"].read()
+            await asyncio.sleep(0)
+            outcome = "not cancelled at the next await"
+    except TimeoutError:
+        outcome = "TimeoutError"
+    out = {"data": data.decode(), "outcome": outcome, "cancelling": asyncio.current_task().cancelling()}
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(out).encode()]

@@ -171,3 +171,55 @@ class Launcher:
 def python_app(*args):
     """The flags that serve a module of tests/wsgi/integration/apps."""
     return ["--pythonpath", APPS_DIR, *args]
+
+
+def post_slowly(port, path, body, piece=65536, pause=0.05, chunked=False, timeout=30.0):
+    """POSTs `body` over one connection in pieces of `piece` bytes with `pause` seconds between them,
+    with a Content-Length or chunked; returns (status, body) of the Connection: close reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+        s.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"Content-Type: application/octet-stream\r\n{framing}\r\n\r\n".encode()
+        )
+        for i in range(0, len(body), piece):
+            part = body[i : i + piece]
+            s.sendall(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
+            time.sleep(pause)
+        if chunked:
+            s.sendall(b"0\r\n\r\n")
+        reply = read_until_close(s, timeout)
+    head, _, data = reply.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    if b"transfer-encoding: chunked" in head.lower():
+        out = b""
+        while True:
+            size_line, _, data = data.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            out += data[:size]
+            data = data[size + 2 :]
+        data = out
+    return status, data
+
+
+def concurrently(n, fn, timeout=30.0):
+    """Runs fn(i) for i in range(n) in n threads at once; returns (results in order, seconds)."""
+    import threading
+
+    results = [None] * n
+
+    def run(i):
+        try:
+            results[i] = fn(i)
+        except Exception as e:  # reported by the caller's assertions
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return results, time.monotonic() - t0

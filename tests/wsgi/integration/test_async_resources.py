@@ -1,13 +1,15 @@
 """examples/wsgi_async_resources.py (werkzeug Map of Resource classes with async def methods)
 served by the binary."""
 
+import hashlib
 import json
+import os
 import threading
 import time
 
 import pytest
 
-from support import EXAMPLES_DIR, python_app
+from support import EXAMPLES_DIR, post_slowly, python_app
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,15 @@ def test_post_then_get_items(srv):
     status, headers, _ = srv.request("PUT", "/items")
     assert status == 405 and set(headers["allow"].split(", ")) == {"GET", "POST"}
     assert srv.get("/nowhere")[0] == 404  # routing failure, answered by the sync part
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_async_post_reads_a_slowly_arriving_body(srv, chunked):
+    """Upload.post calls request.get_data() in the coroutine while the body is still arriving."""
+    body = os.urandom(300_000)
+    status, reply = post_slowly(srv.port, "/upload", body, piece=30_000, pause=0.03, chunked=chunked)
+    assert status == 200, reply
+    assert json.loads(reply) == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
 
 
 def test_gather_inside_one_request(srv):

@@ -88,9 +88,13 @@ def test_fiber_stack_overflow_is_reported_and_stops_the_process(corgi):
 def test_waiting_for_the_client_outside_the_request_fiber_is_an_error_not_a_crash(corgi):
     srv = corgi(*python_app("--wsgi", "plain_apps:input_elsewhere"))
     body = b"x" * 100
-    for path in ("/coroutine", "/write"):
+    # A coroutine the request awaits runs on its fiber: reading and write() work there.
+    assert srv.request("POST", "/coroutine", body=body)[2] == b"read 100 bytes in a coroutine"
+    assert srv.request("POST", "/write", body=body)[2] == b"written from a coroutine, then returned"
+    # A task created before the request awaited steps on the lane: an error, not a crash.
+    for path in ("/task", "/task/write"):
         assert srv.request("POST", path, body=body)[0] == 500
-    assert srv.wait_for_log("RuntimeError: write() sends to the client, and only the WSGI call itself")
+    assert srv.wait_for_log("RuntimeError: write() sends to the client, and only the request itself")
     assert "RuntimeError: wsgi.input needs more of the request body" in srv.stderr()
     status, _, reply = srv.request("POST", "/thread", body=body)
     assert status == 200 and reply.startswith(b"wsgi.input needs more of the request body")

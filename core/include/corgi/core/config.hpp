@@ -37,6 +37,7 @@ struct python_settings {
     std::size_t threads = 1;   // Python lanes
     std::size_t fibers = 100;  // concurrent requests per lane
     std::size_t fiber_stack_kib = 256;
+    bool async_views_hook = true;  // asgiref's async_to_sync awaits on the lane's asyncio loop
     bool enabled() const noexcept { return !wsgi.empty() || !wsgi_file.empty() || !mounts.empty(); }
 };
 

@@ -226,14 +226,17 @@ def input_elsewhere(environ, start_response):
 
     async def later():
         await asyncio.sleep(0.01)
-        if path == "/write":
-            start_response("200 OK", [("Content-Type", "text/plain")])("too late".encode())
-        else:
-            environ["wsgi.input"].read()
+        if path.endswith("/write"):
+            start_response("200 OK", [("Content-Type", "text/plain")])(b"written from a coroutine, ")
+            return [b"then returned"]
+        data = environ["wsgi.input"].read()
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"unreachable"]
+        return [b"read %d bytes in a coroutine" % len(data)]
 
-    return later()
+    if path.startswith("/task"):
+        # A task created before the request awaits steps on the lane's loop, off the request's fiber.
+        return asyncio.ensure_future(later(), loop=asyncio.get_event_loop())
+    return later()  # awaited by corgi: its steps run on the request's fiber
 
 
 # --- asyncio through corgi.await_ ----------------------------------------------------------------------------------
@@ -349,3 +352,94 @@ def endless_stream(environ, start_response):
 
     start_response("200 OK", [("Content-Type", "application/octet-stream")])
     return Endless()
+
+
+# --- coroutines that read the request body (their steps run on the request's fiber) --------------------------------
+_request_var = None
+
+
+def async_body(environ, start_response):
+    """/semantics: asyncio semantics inside the awaited coroutine while the body arrives slowly:
+    current_task, contextvars, asyncio.timeout, wait_for (of a child that reads the body) and
+    cancellation. /await: a synchronous app reading the body in corgi.await_(coroutine)."""
+    import asyncio
+    import contextvars
+
+    global _request_var
+    if _request_var is None:
+        _request_var = contextvars.ContextVar("request_var")
+    var = _request_var
+    var.set("set-by-wsgi-call")
+    inp = environ["wsgi.input"]
+    path = environ["PATH_INFO"]
+
+    async def read_rest(parent):
+        me = asyncio.current_task()
+        seen = var.get()
+        var.set("set-by-child")  # a child's own context: the parent does not see this
+        data = b"".join(inp)  # iteration: readline() until the end of the body
+        return {"data": data, "own_task": me is not None and me is not parent, "saw": seen}
+
+    async def semantics():
+        me = asyncio.current_task()
+        first = inp.read(10)
+        await asyncio.sleep(0)
+        same_task = asyncio.current_task() is me
+        timed_out = False
+        try:
+            async with asyncio.timeout(0.05):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            timed_out = True
+        wait_for_timed_out = False
+        try:
+            await asyncio.wait_for(asyncio.sleep(5), 0.05)
+        except TimeoutError:
+            wait_for_timed_out = True
+        cleaned = []
+
+        async def sleeper():
+            try:
+                await asyncio.sleep(5)
+            finally:
+                cleaned.append(True)
+
+        victim = asyncio.create_task(sleeper())
+        await asyncio.sleep(0.01)
+        victim.cancel()
+        try:
+            await victim
+            cancelled = False
+        except asyncio.CancelledError:
+            cancelled = victim.cancelled() and cleaned == [True]
+        rest = await asyncio.wait_for(read_rest(me), 20)
+        body = first + rest["data"]
+        return {
+            "size": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "first": first.decode("latin-1"),
+            "has_task": me is not None,
+            "same_task": same_task,
+            "timed_out": timed_out,
+            "wait_for_timed_out": wait_for_timed_out,
+            "cancelled": cancelled,
+            "not_cancelling": me.cancelling() == 0,
+            "child_own_task": rest["own_task"],
+            "child_saw": rest["saw"],
+            "var_after_child": var.get(),
+            "after_end": inp.read().decode(),
+        }
+
+    async def app():
+        data = await semantics()
+        return _json(start_response, data)
+
+    if path == "/await":
+
+        async def read_all():
+            await asyncio.sleep(0.01)
+            return inp.read()
+
+        data = corgi.await_(read_all())
+        return _json(start_response, {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    return app()
