@@ -227,6 +227,7 @@ TEST_CASE("cli: request limit and lingering flags refuse bad values with exit 2"
         INFO(r.err);
         CHECK(r.exit_code == 2);
         CHECK(r.err.find(args[0]) != std::string::npos);
+        CHECK(r.err.find("unknown") == std::string::npos);  // known, and the value is wrong
     }
 }
 
@@ -243,5 +244,6 @@ TEST_CASE("cli: request limit and lingering JSON keys refuse bad values naming t
         INFO(r.err);
         CHECK(r.exit_code == 2);
         CHECK(r.err.find("/limits/" + key) != std::string::npos);
+        CHECK(r.err.find("unknown") == std::string::npos);  // known, and the value is wrong
     }
 }
