@@ -62,6 +62,9 @@ limits and timeouts (seconds):
   --max-requests-per-connection N (0: unlimited)
   --header-timeout S (10)  --body-timeout S (60)  --keep-alive-timeout S (60)  --write-timeout S (60)
   --graceful-timeout S (30)
+  --limit-request-line N (4094, at most 8190)  --limit-request-fields N (100, at most 32768)
+  --limit-request-field-size N (8190)  (Gunicorn's limits; 0: unlimited)
+  --lingering-time S (30)  --lingering-timeout S (5)  (read and drop a refused request's rest)
 other:
   --disable-logging        no access log          --help, --version
 )";
@@ -178,6 +181,33 @@ options parse(const std::vector<std::string>& args) {
         {"--graceful-timeout",
          [&](const std::string& f, const std::string& v) {
              cfg.server.limits.graceful_timeout = parse_seconds(f, v);
+         }},
+        // Gunicorn's request limits (same bounds: 0 is unlimited) and nginx's lingering close.
+        {"--limit-request-line",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.limit_request_line = parse_count(f, v);
+             if (cfg.server.limits.limit_request_line > 8190)
+                 throw usage_error(f + " must be between 0 (unlimited) and 8190");
+         }},
+        {"--limit-request-fields",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.limit_request_fields = parse_count(f, v);
+             if (cfg.server.limits.limit_request_fields > 32768)
+                 throw usage_error(f + " must be between 0 (unlimited) and 32768");
+         }},
+        {"--limit-request-field-size",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.limit_request_field_size = parse_count(f, v);
+             if (cfg.server.limits.limit_request_field_size > 64 * 1024 * 1024)
+                 throw usage_error(f + " must be between 0 (unlimited) and 67108864");
+         }},
+        {"--lingering-time",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.lingering_time = parse_seconds(f, v);
+         }},
+        {"--lingering-timeout",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.lingering_timeout = parse_seconds(f, v);
          }},
         {"--match", [&](const std::string&, const std::string& v) { o.match = v; }},
         {"--build", [&](const std::string&, const std::string& v) { o.build = v; }},

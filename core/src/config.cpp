@@ -186,11 +186,25 @@ void apply_config(config& cfg, const nlohmann::json& doc) {
                             l.max_connections = as_count(x, p, 1, 10'000'000);
                         else if (k == "max_requests_per_connection")
                             l.max_requests_per_connection = as_count(x, p, 0, UINT64_MAX);
+                        // Gunicorn's request limits (its bounds: a request line of at most 8190
+                        // bytes, at most 32768 fields; 0 is unlimited) and nginx's lingering close.
+                        else if (k == "limit_request_line")
+                            l.limit_request_line = as_count(x, p, 0, 8190);
+                        else if (k == "limit_request_fields")
+                            l.limit_request_fields = as_count(x, p, 0, 32768);
+                        else if (k == "limit_request_field_size")
+                            l.limit_request_field_size = as_count(x, p, 0, 64 * 1024 * 1024);
+                        else if (k == "lingering_time")
+                            l.lingering_time = as_seconds(x, p);
+                        else if (k == "lingering_timeout")
+                            l.lingering_timeout = as_seconds(x, p);
                         else
                             throw config_error(
                                 p,
                                 "unknown limit (expected max_header_bytes, max_body_bytes, "
-                                "max_connections or max_requests_per_connection)");
+                                "max_connections, max_requests_per_connection, "
+                                "limit_request_line, limit_request_fields, "
+                                "limit_request_field_size, lingering_time or lingering_timeout)");
                     });
             } else if (key == "timeouts") {
                 auto& l = cfg.server.limits;

@@ -21,6 +21,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <array>
 #include <charconv>
 #include <optional>
 #include <thread>
@@ -201,6 +202,31 @@ void connection::close() noexcept {
     // pending operations; a shutdown() first would be one more system call per connection.
     boost::system::error_code ec;
     socket_.close(ec);
+}
+
+task<void> connection::linger_close() {
+    const server_limits& l = limits();
+    boost::system::error_code ec;
+    socket_.shutdown(net::socket_base::shutdown_send, ec);
+    if (ec || closed_ || draining() || l.lingering_time.count() <= 0 ||
+        l.lingering_timeout.count() <= 0)
+        co_return;
+    set_idle(true);
+    // An earlier expiry (the 408 that brought us here) must not make the next one close at once.
+    timed_out_ = false;
+    const auto end = std::chrono::steady_clock::now() + l.lingering_time;
+    std::uint64_t dropped = 0;
+    std::array<char, 16 * 1024> scratch;
+    while (!closed_ && dropped < linger_max_bytes) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= end) break;
+        expires_after(
+            std::min<std::chrono::steady_clock::duration>(l.lingering_timeout, end - now));
+        auto [read_ec, n] = co_await socket_.async_read_some(net::buffer(scratch), use_tuple);
+        if (read_ec) break;  // the peer's end of stream (the normal ending), a timeout or a close
+        dropped += n;
+    }
+    expires_never();
 }
 
 // ---------------------------------------------------------------------------------------------------------------

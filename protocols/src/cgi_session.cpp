@@ -118,7 +118,7 @@ task<bool> respond(connection& conn, const stream_protocol& proto, stream_state&
     if (s.req.method.empty()) s.req.method = "-";
     socket_output out(conn);
     try {
-        send_result sent = co_await send_response(conn, out, res, framing, s.head);
+        send_result sent = co_await send_response(out, res, framing, s.head);
         log::access(s.req, res.status, sent.body_bytes);
         co_return !sent.aborted;
     } catch (const std::exception&) {
@@ -181,12 +181,13 @@ task<void> serve_stream_request(connection& conn, const stream_protocol& proto) 
         log::warning(std::string(proto.name) + ": bad request from " + peer_of(conn) + ": " +
                      problem);
         response res = response::error(400, problem);
-        co_await respond(conn, proto, s, res);
+        // The proxy may still be writing the body: read and drop it rather than reset.
+        if (co_await respond(conn, proto, s, res)) co_await conn.linger_close();
         co_return;
     }
     if (req.content_length && *req.content_length > limits.max_body_bytes) {
         response res = response::error(413);
-        co_await respond(conn, proto, s, res);
+        if (co_await respond(conn, proto, s, res)) co_await conn.linger_close();
         co_return;
     }
 

@@ -348,6 +348,7 @@ task<void> serve_fastcgi(connection& conn) {
             co_return;
         }
         response res;
+        bool body_unread = false;
         const char* problem = s.builder.finish();
         if (problem) {
             log::warning(std::string("fastcgi: bad request from ") + peer_of(conn) + ": " +
@@ -356,6 +357,7 @@ task<void> serve_fastcgi(connection& conn) {
         } else if (s.req.content_length && *s.req.content_length > limits.max_body_bytes) {
             res = response::error(413);
             keep_conn = false;  // the body is not read: the connection cannot be reused
+            body_unread = true;
         } else {
             body.reset(s.req.content_length.value_or(0));
             if (s.req.content_length.value_or(0) > 0) s.req.body = &body;
@@ -394,7 +396,7 @@ task<void> serve_fastcgi(connection& conn) {
             s.out.start(id, !std::holds_alternative<body_producer>(res.body));
             detail::send_result sent;
             try {
-                sent = co_await detail::send_response(conn, s.out, res, framing, s.head);
+                sent = co_await detail::send_response(s.out, res, framing, s.head);
                 if (sent.aborted) {
                     // The body ended short (a producer failed, a file shrank, fewer bytes than the
                     // Content-Length): no END_REQUEST, so the web server sees a truncated
@@ -417,6 +419,12 @@ task<void> serve_fastcgi(connection& conn) {
         if (!keep_conn || conn.draining() || s.broken ||
             (limits.max_requests_per_connection != 0 &&
              served + 1 >= limits.max_requests_per_connection)) {
+            // The web server may still be writing the refused body: read and drop it, or the
+            // close would reset the connection under the answer.
+            if (body_unread) {
+                co_await conn.linger_close();
+                co_return;
+            }
             boost::system::error_code ignored;
             conn.socket().shutdown(net::socket_base::shutdown_send, ignored);
             co_return;

@@ -1,6 +1,7 @@
-// HTTP/1.1 (and 1.0) sessions: Beast's request parser feeding a reused corgi::request directly,
+// HTTP/1.1 (and 1.0) sessions: corgi's http_parser feeding a reused corgi::request directly,
 // keep-alive, pipelining (requests answered in order), chunked bodies both ways, Expect:
 // 100-continue, limits and timeouts.
+#include "http_parser.hpp"
 #include "response_writer.hpp"
 
 #include <corgi/core/http_error.hpp>
@@ -9,9 +10,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
-#include <boost/beast/http/read.hpp>
 
 #include <stdexcept>
 
@@ -25,115 +24,7 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 // The first read of a request: enough for a typical header, and the flat buffer keeps its capacity.
 constexpr std::size_t first_read_bytes = 16 * 1024;
 
-// Parses straight into corgi::request: no intermediate Beast fields object, and the request's
-// strings keep their capacity from one request to the next.
-class request_parser final : public http::basic_parser<true> {
-  public:
-    explicit request_parser(request& req) : req_(req) {}
-
-    int reject_status() const noexcept { return reject_status_; }
-    bool expects_continue() const noexcept { return expect_continue_; }
-    bool has_host() const noexcept { return has_host_; }
-    // Body bytes parsed since the last take_body().
-    std::string& body_piece() noexcept { return body_; }
-
-  private:
-    void on_request_impl(http::verb, boost::beast::string_view method,
-                         boost::beast::string_view target, int version, error_code& ec) override {
-        if (version != 10 && version != 11) {
-            reject_status_ = 505;
-            ec = http::error::bad_version;
-            return;
-        }
-        req_.method.assign(method.data(), method.size());
-        req_.target.assign(target.data(), target.size());
-        req_.version = version;
-        std::string_view t(target.data(), target.size());
-        auto q = t.find('?');
-        std::string_view raw_path = t.substr(0, q);
-        req_.query_string.assign(q == std::string_view::npos ? std::string_view()
-                                                             : t.substr(q + 1));
-        if (raw_path.starts_with("http://") || raw_path.starts_with("https://")) {
-            // absolute-form (RFC 9112 3.2.2): the path starts after the authority
-            auto slash = raw_path.find('/', raw_path.find("//") + 2);
-            raw_path =
-                slash == std::string_view::npos ? std::string_view("/") : raw_path.substr(slash);
-        } else if (raw_path.empty() ||
-                   (raw_path[0] != '/' && !(raw_path == "*" && method == "OPTIONS"))) {
-            reject_status_ = 400;
-            ec = http::error::bad_target;
-            return;
-        }
-        percent_decode_into(raw_path, req_.path);
-        req_.path_info.assign(req_.path);
-    }
-
-    void on_response_impl(int, boost::beast::string_view, int, error_code&) override {}
-
-    void on_field_impl(http::field f, boost::beast::string_view name,
-                       boost::beast::string_view value, error_code& ec) override {
-        std::string_view v(value.data(), value.size());
-        if (f == http::field::transfer_encoding) {
-            // Only chunked is understood; anything else would make us misread where the body ends.
-            std::string_view t = v;
-            while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
-            while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
-            if (!iequals(t, "chunked")) {
-                reject_status_ = 501;
-                ec = http::error::bad_transfer_encoding;
-                return;
-            }
-        } else if (f == http::field::expect) {
-            if (iequals(v, "100-continue")) expect_continue_ = true;
-        } else if (f == http::field::host) {
-            if (has_host_) {  // two Host fields: ambiguous authority (RFC 9112 3.2)
-                reject_status_ = 400;
-                ec = http::error::bad_value;
-                return;
-            }
-            has_host_ = true;
-        }
-        req_.headers.add(std::string_view(name.data(), name.size()), v);
-    }
-
-    void on_header_impl(error_code& ec) override {
-        if (req_.version == 11 && !has_host_) {
-            reject_status_ = 400;
-            ec = http::error::bad_value;
-            return;
-        }
-        // Known once the header is parsed; on_body_init only comes with the first body byte, which
-        // with eager parsing may arrive after the handler started.
-        if (auto length = this->content_length()) req_.content_length = *length;
-        req_.chunked = this->chunked();
-    }
-
-    void on_body_init_impl(boost::optional<std::uint64_t> const& length, error_code&) override {
-        if (length) req_.content_length = *length;
-        req_.chunked = this->chunked();
-    }
-
-    std::size_t on_body_impl(boost::beast::string_view body, error_code&) override {
-        body_.append(body.data(), body.size());
-        return body.size();
-    }
-
-    void on_chunk_header_impl(std::uint64_t, boost::beast::string_view, error_code&) override {}
-
-    std::size_t on_chunk_body_impl(std::uint64_t, boost::beast::string_view body,
-                                   error_code&) override {
-        body_.append(body.data(), body.size());
-        return body.size();
-    }
-
-    void on_finish_impl(error_code&) override {}
-
-    request& req_;
-    std::string body_;
-    int reject_status_ = 0;
-    bool expect_continue_ = false;
-    bool has_host_ = false;
-};
+using detail::http_parser;
 
 // The state one HTTP connection keeps between requests.
 struct http_session {
@@ -147,10 +38,37 @@ struct http_session {
         : conn(c), buffer(c.limits().max_header_bytes + 64 * 1024) {}
 };
 
+// Parses what is buffered, reading more until the parser makes progress or fails (what Beast's
+// http::async_read_some does, but through http_parser::put). EOF mid-message is
+// partial_message, EOF before any byte end_of_stream.
+task<error_code> read_and_parse(http_session& s, http_parser& parser) {
+    error_code ec;
+    if (s.buffer.size() != 0) {
+        s.buffer.consume(parser.put(s.buffer.data(), ec));
+        if (ec != http::error::need_more) co_return ec;
+    }
+    for (;;) {
+        const std::size_t room = s.buffer.max_size() - s.buffer.size();
+        if (room == 0) co_return http::error::buffer_overflow;
+        auto [read_ec, n] = co_await s.conn.socket().async_read_some(
+            s.buffer.prepare(std::min<std::size_t>(room, 64 * 1024)), use_tuple);
+        s.buffer.commit(n);
+        if (read_ec == net::error::eof) {
+            if (!parser.got_some()) co_return http::error::end_of_stream;
+            ec = {};
+            parser.put_eof(ec);
+            co_return ec;
+        }
+        if (read_ec) co_return read_ec;
+        s.buffer.consume(parser.put(s.buffer.data(), ec));
+        if (ec != http::error::need_more) co_return ec;
+    }
+}
+
 // The request body as the handler reads it: pieces straight out of the parser.
 class http_body final : public body_source {
   public:
-    http_body(http_session& s, request_parser& p) : s_(s), parser_(p) {}
+    http_body(http_session& s, http_parser& p) : s_(s), parser_(p) {}
 
     task<std::string_view> read_some() override {
         std::string& piece = parser_.body_piece();
@@ -172,8 +90,7 @@ class http_body final : public body_source {
         // Bytes already buffered (pipelined with the header) are parsed before anything is read.
         while (piece.empty() && !parser_.is_done()) {
             s_.conn.expires_after(s_.conn.limits().body_timeout);
-            auto [ec, n] =
-                co_await http::async_read_some(s_.conn.socket(), s_.buffer, parser_, use_tuple);
+            error_code ec = co_await read_and_parse(s_, parser_);
             if (ec) {
                 failed_ = true;
                 if (ec == http::error::body_limit)
@@ -184,7 +101,7 @@ class http_body final : public body_source {
                 if (ec == http::error::end_of_stream || ec == net::error::eof ||
                     ec == http::error::partial_message)
                     throw bad_request("client closed the connection before the body was complete");
-                throw bad_request("malformed request body: " + ec.message());
+                throw bad_request("malformed request body: " + parser_.reason(ec));
             }
         }
         co_return std::string_view(piece);
@@ -195,7 +112,7 @@ class http_body final : public body_source {
 
   private:
     http_session& s_;
-    request_parser& parser_;
+    http_parser& parser_;
     bool failed_ = false;
     bool continue_sent_ = false;
     bool started_ = false;
@@ -209,17 +126,11 @@ task<void> reject(http_session& s, int status, std::string_view detail) {
     framing.keep_alive = false;
     if (s.req.method.empty()) s.req.method = "-";
     try {
-        auto sent = co_await detail::send_response(s.conn, s.out, res, framing, s.head);
+        auto sent = co_await detail::send_response(s.out, res, framing, s.head);
         log::access(s.req, status, sent.body_bytes);
     } catch (const std::exception&) {
         // The client is gone; nothing more to tell it.
     }
-}
-
-int status_for(const error_code& ec) {
-    if (ec == http::error::header_limit) return 431;
-    if (ec == http::error::body_limit) return 413;
-    return 400;
 }
 
 task<void> serve_http(connection& conn) {
@@ -232,11 +143,7 @@ task<void> serve_http(connection& conn) {
         s.req.remote_port = conn.remote_port();
         s.req.server_name = conn.local_addr();
         s.req.server_port = conn.local_port();
-        request_parser parser(s.req);
-        parser.eager(true);
-        parser.header_limit(
-            static_cast<std::uint32_t>(std::min<std::size_t>(limits.max_header_bytes, UINT32_MAX)));
-        parser.body_limit(limits.max_body_bytes);
+        http_parser parser(s.req, limits);
 
         // The header: idle timeout until its first byte, then the header timeout for all of it
         // (slowloris).
@@ -256,23 +163,25 @@ task<void> serve_http(connection& conn) {
             conn.expires_after(limits.header_timeout);
         }
         while (!parser.is_header_done()) {
-            auto [ec, n] =
-                co_await http::async_read_some(conn.socket(), s.buffer, parser, use_tuple);
+            error_code ec = co_await read_and_parse(s, parser);
             if (!ec) continue;
             if (conn.timed_out()) {
                 co_await reject(s, 408, "request header timed out");
+                co_await conn.linger_close();
                 co_return;
             }
             if (ec == http::error::end_of_stream || ec == net::error::eof ||
                 ec == net::error::connection_reset || ec == net::error::operation_aborted ||
                 ec == net::error::bad_descriptor)
                 co_return;  // the client went away mid-header
-            int status = parser.reject_status() ? parser.reject_status() : status_for(ec);
-            // Named, not a temporary inside the co_await: g++ 12 destroys temporaries of a `?:` in
-            // a co_await expression twice (munmap_chunk crash seen in the bad-input tests).
-            const std::string detail =
-                status == 501 ? std::string("unsupported Transfer-Encoding") : ec.message();
+            // Named, not temporaries inside the co_await: g++ 12 destroys temporaries of a `?:`
+            // in a co_await expression twice (munmap_chunk crash seen in the bad-input tests).
+            const int status = parser.status(ec);
+            const std::string detail = parser.reason(ec);
             co_await reject(s, status, detail);
+            // The rest of the request may still be on its way: closing now would reset the
+            // connection and could destroy the answer before the client reads it.
+            co_await conn.linger_close();
             co_return;
         }
         conn.set_idle(false);
@@ -320,13 +229,18 @@ task<void> serve_http(connection& conn) {
         framing.chunked_allowed = s.req.version == 11;
         detail::send_result sent;
         try {
-            sent = co_await detail::send_response(conn, s.out, res, framing, s.head);
+            sent = co_await detail::send_response(s.out, res, framing, s.head);
         } catch (const std::exception&) {
             log::access(s.req, res.status, 0);
             co_return;  // the client went away mid-response
         }
         log::access(s.req, res.status, sent.body_bytes);
         if (sent.aborted || !sent.keep_alive) {
+            if (!parser.is_done() && !sent.aborted) {
+                // The body is still arriving (refused, failed or too large to drain).
+                co_await conn.linger_close();
+                co_return;
+            }
             boost::system::error_code ignored;
             conn.socket().shutdown(net::socket_base::shutdown_send, ignored);
             co_return;

@@ -305,11 +305,6 @@ void append_head(std::string& out, const response& res, const response_framing& 
     out += "\r\n";
 }
 
-task<send_result> send_response(connection&, output& out, response& res,
-                                const response_framing& framing, std::string& scratch) {
-    return send_response(out, res, framing, scratch);
-}
-
 task<send_result> send_response(output& out, response& res, const response_framing& framing,
                                 std::string& scratch) {
     send_result result;

@@ -74,9 +74,6 @@ struct send_result {
 // system_error when writing fails.
 task<send_result> send_response(output& out, response& res, const response_framing& framing,
                                 std::string& scratch);
-// The same; `conn` is not needed (kept while the sessions are moved over).
-task<send_result> send_response(connection& conn, output& out, response& res,
-                                const response_framing& framing, std::string& scratch);
 
 // Appends the head ("HTTP/1.1 200 OK\r\n" or "Status: 200 OK\r\n", headers, Date/Server for HTTP,
 // framing headers, blank line) to `out`. `body_length` nullopt means unknown (chunked or

@@ -214,3 +214,36 @@ TEST_CASE("cli: --match outside 'corgi routes' is a usage error", "[cli]") {
     CHECK(r.exit_code == 2);
     CHECK(r.err.find("--match") != std::string::npos);
 }
+
+TEST_CASE("cli: request limit and lingering flags refuse bad values with exit 2", "[cli]") {
+    for (std::vector<std::string> args : {std::vector<std::string>{"--limit-request-line", "8191"},
+                                          {"--limit-request-line", "long"},
+                                          {"--limit-request-fields", "32769"},
+                                          {"--limit-request-field-size", "-1"},
+                                          {"--lingering-time", "-1"},
+                                          {"--lingering-timeout", "soon"}}) {
+        auto r = run_corgi(args);
+        INFO(args[0] << " " << args[1]);
+        INFO(r.err);
+        CHECK(r.exit_code == 2);
+        CHECK(r.err.find(args[0]) != std::string::npos);
+        CHECK(r.err.find("unknown") == std::string::npos);  // known, and the value is wrong
+    }
+}
+
+TEST_CASE("cli: request limit and lingering JSON keys refuse bad values naming the pointer",
+          "[cli]") {
+    for (std::string limit : {R"("limit_request_line": 8191)", R"("limit_request_fields": 32769)",
+                              R"("limit_request_field_size": "big")", R"("lingering_time": -1)",
+                              R"("lingering_timeout": "5s")"}) {
+        temp_file cfg("limits.json",
+                      R"({"listen": [{"http": "127.0.0.1:0"}], "limits": {)" + limit + "}}");
+        auto r = run_corgi({"--config", cfg.path});
+        const std::string key = limit.substr(1, limit.find('"', 1) - 1);
+        INFO(limit);
+        INFO(r.err);
+        CHECK(r.exit_code == 2);
+        CHECK(r.err.find("/limits/" + key) != std::string::npos);
+        CHECK(r.err.find("unknown") == std::string::npos);  // known, and the value is wrong
+    }
+}

@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <csignal>
 #include <thread>
 
 using namespace corgi::test;
@@ -293,4 +294,199 @@ TEST_CASE("http limits: connections beyond --max-connections are closed at once"
         if (!served) std::this_thread::sleep_for(50ms);
     }
     CHECK(served);
+}
+
+// Lingering close: a request refused while it is still arriving is answered in full, then the
+// connection ends with a FIN, never a reset (which would let the kernel throw the answer away).
+// Each client writes its whole request before it reads, as a simple client does; without the
+// lingering the server closes with unread bytes and the client sees ECONNRESET.
+namespace {
+
+// Sends `raw` whole, then expects `status` and a clean end of stream.
+void expect_answer_then_eof(std::uint16_t port, const std::string& raw, int status) {
+    auto c = http_client::tcp(port);
+    REQUIRE(c.send(raw));
+    auto r = c.read_response();
+    INFO(c.error());
+    REQUIRE(r);
+    CHECK(r->status == status);
+    CHECK(r->header("Connection") == "close");
+    CHECK(c.wait_end(5s) == http_client::stream_end::eof);
+    CHECK(answers(port));
+}
+
+}  // namespace
+
+TEST_CASE("http lingering close: 70 KB of headers get the whole 431, then a clean end",
+          "[http][lingering]") {
+    corgi_server srv({"--lingering-timeout", "1"});
+    // Under the per-field limits, over the 64 KiB header limit; the upload that follows is what
+    // the client is still sending when the 431 is written.
+    std::string fill;
+    for (int i = 0; i < 70; ++i)
+        fill += "X-Fill-" + std::to_string(i) + ": " + std::string(1000, 'a') + "\r\n";
+    expect_answer_then_eof(srv.port(),
+                           "POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 262144\r\n" +
+                               fill + "\r\n" + std::string(262144, 'b'),
+                           431);
+}
+
+TEST_CASE("http lingering close: a body over the limit sent in full gets 413, then a clean end",
+          "[http][lingering]") {
+    corgi_server srv({"--max-body-bytes", "1000", "--lingering-timeout", "1"});
+    expect_answer_then_eof(
+        srv.port(),
+        "POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 1048576\r\n\r\n" +
+            std::string(1048576, 'b'),
+        413);
+}
+
+TEST_CASE("http lingering close: a body malformed mid-way gets 400, then a clean end",
+          "[http][lingering]") {
+    corgi_server srv({"--lingering-timeout", "1"});
+    expect_answer_then_eof(
+        srv.port(),
+        "POST /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "10\r\n0123456789abcdef\r\nzz-not-a-chunk-size\r\n" +
+            std::string(512 * 1024, 'c'),
+        400);
+}
+
+TEST_CASE("http lingering close: the lingering ends as soon as the client closes its side",
+          "[http][lingering]") {
+    // One connection at most: a new one is closed at once while the lingering one holds the slot.
+    corgi_server srv(
+        {"--lingering-timeout", "20", "--lingering-time", "20", "--max-connections", "1"});
+    {
+        auto c = http_client::tcp(srv.port());
+        REQUIRE(
+            c.send("POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 9999999999999\r\n\r\n" +
+                   std::string(256 * 1024, 'b')));
+        c.shutdown_write();
+        auto r = c.read_response();
+        INFO(c.error());
+        REQUIRE(r);
+        CHECK(r->status == 413);
+        CHECK(c.wait_end(5s) == http_client::stream_end::eof);
+    }
+    // The server saw our end of stream and closed, long before the lingering timeout.
+    const auto deadline = clock::now() + 5s;
+    bool answered = false;
+    while (!answered && clock::now() < deadline) answered = answers(srv.port());
+    CHECK(answered);
+}
+
+TEST_CASE("http lingering close: a draining server does not wait on a lingering connection",
+          "[http][lingering]") {
+    corgi_server srv(
+        {"--lingering-timeout", "60", "--lingering-time", "60", "--graceful-timeout", "60"});
+    auto c = http_client::tcp(srv.port());
+    REQUIRE(c.send("POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 9999999999999\r\n\r\n" +
+                   std::string(64 * 1024, 'b')));
+    auto r = c.read_response();
+    REQUIRE(r);
+    CHECK(r->status == 413);
+    CHECK(c.wait_end(5s) == http_client::stream_end::eof);
+    // The server lingers: what we still send is read and dropped, not answered with a reset.
+    CHECK(c.send(std::string(64 * 1024, 'b')));
+    CHECK(c.send(std::string(64 * 1024, 'b')));
+    // SIGTERM ends the lingering at once, not after the lingering time or the grace period.
+    srv.process().send_signal(SIGTERM);
+    CHECK(srv.process().wait_exit(10s) == 0);
+}
+
+// Strict parsing: Gunicorn's request limits and the refusals request smuggling needs, through
+// the corgi binary (the parser's cases in detail are in tests/protocols/http_parser_test.cpp).
+TEST_CASE("http strict parsing: Gunicorn's request limits by default give 414 and 431",
+          "[http][bad_input][strict]") {
+    corgi_server srv;
+    expect_rejected(srv.port(), get_request("/plaintext?" + std::string(4100, 'q')), 414);
+    std::string fields;
+    for (int i = 0; i < 101; ++i) fields += "X-F" + std::to_string(i) + ": v\r\n";
+    expect_rejected(srv.port(), get_request("/plaintext", fields), 431);
+    expect_rejected(srv.port(),
+                    get_request("/plaintext", "X-Long: " + std::string(8190, 'v') + "\r\n"), 431);
+    // Just under every limit is fine.
+    fields.clear();
+    for (int i = 0; i < 98; ++i) fields += "X-F" + std::to_string(i) + ": v\r\n";
+    fields += "X-Long: " + std::string(8000, 'v') + "\r\n";
+    auto c = http_client::tcp(srv.port());
+    REQUIRE(c.send(get_request("/plaintext?" + std::string(4000, 'q'), fields)));
+    auto r = c.read_response();
+    REQUIRE(r);
+    CHECK(r->status == 200);
+}
+
+TEST_CASE("http strict parsing: the request limits follow the flags and the JSON config",
+          "[http][bad_input][strict]") {
+    {
+        corgi_server srv({"--limit-request-line", "100", "--limit-request-fields", "5",
+                          "--limit-request-field-size", "100"});
+        expect_rejected(srv.port(), get_request("/plaintext?" + std::string(100, 'q')), 414);
+        expect_rejected(srv.port(),
+                        get_request("/plaintext", "A: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n"), 431);
+        expect_rejected(srv.port(),
+                        get_request("/plaintext", "X-Long: " + std::string(100, 'v') + "\r\n"),
+                        431);
+    }
+    {
+        temp_file cfg("strict.json",
+                      R"({"listen": [{"http": "127.0.0.1:0"}], "limits": {"limit_request_line": 0,)"
+                      R"( "limit_request_fields": 0, "limit_request_field_size": 0}})");
+        corgi_server srv({"--config", cfg.path});
+        std::string fields;
+        for (int i = 0; i < 300; ++i) fields += "X-F" + std::to_string(i) + ": v\r\n";
+        fields += "X-Long: " + std::string(20000, 'v') + "\r\n";
+        auto c = http_client::tcp(srv.port());
+        REQUIRE(c.send(get_request("/plaintext?" + std::string(10000, 'q'), fields)));
+        auto r = c.read_response();
+        INFO(c.error());
+        REQUIRE(r);
+        CHECK(r->status == 200);
+    }
+}
+
+TEST_CASE("http strict parsing: framing that smuggling relies on gets 400",
+          "[http][bad_input][strict]") {
+    corgi_server srv;
+    for (const std::string& raw : {
+             get_request("/plaintext", "X-Folded: a\r\n b\r\n"),
+             std::string(
+                 "POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 5, 5\r\n\r\nhello"),
+             std::string("POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n"
+                         "Content-Length: 5\r\n\r\nhello"),
+             get_request("/plaintext", "Content-Type: text/plain\r\nContent-Type: text/html\r\n"),
+         })
+        expect_rejected(srv.port(), raw, 400);
+    // Transfer-Encoding in HTTP/1.0 (answered in 1.0, where closing needs no Connection field).
+    auto c = http_client::tcp(srv.port());
+    REQUIRE(c.send("POST /upload HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"));
+    auto r = c.read_response();
+    INFO(c.error());
+    REQUIRE(r);
+    CHECK(r->status == 400);
+    CHECK(c.wait_end(3s) == http_client::stream_end::eof);
+}
+
+TEST_CASE("http strict parsing: what real clients send is still accepted",
+          "[http][bad_input][strict]") {
+    corgi_server srv;
+    for (const std::string& raw : {
+             get_request("/plaintext?q=\"quoted\""),
+             get_request("http://test/plaintext"),
+             std::string("OPTIONS * HTTP/1.1\r\nHost: test\r\n\r\n"),
+             std::string("-FOO /plaintext HTTP/1.1\r\nHost: test\r\n\r\n"),
+         }) {
+        auto c = http_client::tcp(srv.port());
+        REQUIRE(c.send(raw));
+        auto r = c.read_response();
+        INFO(raw);
+        INFO(c.error());
+        REQUIRE(r);
+        CHECK(r->status != 400);
+        CHECK(r->status < 500);
+    }
+    auto r = fetch(srv.port(), "http://test/plaintext");
+    REQUIRE(r);
+    CHECK(r->status == 200);
 }

@@ -430,6 +430,7 @@ http_client::fill http_client::fill_buffer(clock::time_point deadline) {
             if (r == 0) return fill::timeout;
             continue;
         }
+        reset_ = errno == ECONNRESET;
         return errno == ECONNRESET ? fill::eof : fill::error;
     }
 }
@@ -579,6 +580,19 @@ bool http_client::wait_closed(clock::duration timeout) {
         buffer_.clear();
         if (r == fill::data) continue;
         return r == fill::eof || r == fill::error;
+    }
+}
+
+http_client::stream_end http_client::wait_end(clock::duration timeout) {
+    auto deadline = clock::now() + timeout;
+    reset_ = false;
+    for (;;) {
+        auto r = fill_buffer(deadline);
+        drained_ += buffer_;
+        buffer_.clear();
+        if (r == fill::data) continue;
+        if (r == fill::timeout) return stream_end::timeout;
+        return r == fill::eof && !reset_ ? stream_end::eof : stream_end::reset;
     }
 }
 

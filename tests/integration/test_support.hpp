@@ -153,6 +153,10 @@ class http_client {
     bool wait_closed(clock::duration timeout = default_timeout);
     // Whatever arrives until the peer closes or the timeout passes.
     std::string read_until_close(clock::duration timeout = default_timeout);
+    // How the server ends the stream, once whatever it sent before has been read (kept in
+    // drained()): a clean end (FIN, recv returns 0), a reset (ECONNRESET) or nothing in time.
+    enum class stream_end { eof, reset, timeout };
+    stream_end wait_end(clock::duration timeout = default_timeout);
     // Reads at least n bytes (false on timeout/EOF).
     bool read_at_least(std::size_t n, clock::duration timeout = default_timeout);
 
@@ -173,6 +177,7 @@ class http_client {
     std::string buffer_;
     std::string drained_;
     std::string error_;
+    bool reset_ = false;  // the last fill ended on ECONNRESET
 };
 
 // "GET /path HTTP/1.1\r\nHost: test\r\n" + extra header lines + "\r\n".

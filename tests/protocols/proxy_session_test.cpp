@@ -139,6 +139,7 @@ class client {
                 continue;
             }
             eof_ = n == 0 || errno == ECONNRESET;
+            reset_ = n < 0 && errno == ECONNRESET;
             return out;
         }
     }
@@ -153,16 +154,20 @@ class client {
             ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
             if (n <= 0) {
                 eof_ = n == 0 || errno == ECONNRESET;
+                reset_ = n < 0 && errno == ECONNRESET;
                 return out;
             }
             out.append(buf, static_cast<std::size_t>(n));
         }
     }
     bool eof() const noexcept { return eof_; }
+    // The connection ended with a reset rather than a clean end of stream.
+    bool reset() const noexcept { return reset_; }
 
   private:
     int fd_ = -1;
     bool eof_ = false;
+    bool reset_ = false;
 };
 
 struct http_reply {
@@ -687,5 +692,44 @@ TEST_CASE("response framing: fastcgi cuts a long body and leaves a short one wit
             CHECK(wire::end_status_of(records, 1) ==
                   -1);  // the web server sees a truncated response
         }
+    }
+}
+
+// Lingering close: a proxy writes the whole request before it reads the answer. A body refused
+// with 413 is read and dropped after the answer, so the connection ends with a FIN; closing with
+// the body unread would reset it, and the proxy could lose the 413.
+TEST_CASE("proxy session: a refused body is drained after the 413, never reset",
+          "[uwsgi][scgi][fastcgi][session][lingering]") {
+    corgi::server_limits limits;
+    limits.max_body_bytes = 1000;
+    limits.lingering_timeout = std::chrono::seconds(1);
+    proxy_server s(limits);
+    const std::string body(512 * 1024, 'x');
+    const std::string length = std::to_string(body.size());
+    SECTION("uwsgi") {
+        client c(s.uwsgi_port);
+        c.send(corgi::test::uwsgi_packet(request_vars("POST", "/post", length), body));
+        auto reply = split(c.read_to_end());
+        CHECK(reply.head.rfind("HTTP/1.1 413 ", 0) == 0);
+        CHECK(c.eof());
+        CHECK_FALSE(c.reset());
+    }
+    SECTION("scgi") {
+        client c(s.scgi_port);
+        c.send(corgi::test::scgi_packet(scgi_vars("POST", "/post", length), body));
+        auto reply = split(c.read_to_end());
+        CHECK(reply.head.rfind("Status: 413 ", 0) == 0);
+        CHECK(c.eof());
+        CHECK_FALSE(c.reset());
+    }
+    SECTION("fastcgi") {
+        client c(s.fastcgi_port);
+        c.send(wire::begin(1) + wire::params(1, request_vars("POST", "/p", length)) +
+               wire::stdin_(1, body));
+        auto records = wire::parse(c.read_to_end());
+        CHECK(split(wire::stdout_of(records, 1)).head.rfind("Status: 413 ", 0) == 0);
+        CHECK(wire::end_status_of(records, 1) == 0);
+        CHECK(c.eof());
+        CHECK_FALSE(c.reset());
     }
 }

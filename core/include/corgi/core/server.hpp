@@ -36,6 +36,18 @@ struct server_limits {
     std::chrono::milliseconds graceful_timeout = 30s;  // shutdown: in-flight requests get this long
     std::size_t max_connections = 10000;          // beyond this, new connections are closed at once
     std::size_t max_requests_per_connection = 0;  // 0: unlimited
+    // Lingering close, as nginx's lingering_close: after an error answered while the request was
+    // still arriving, the connection shuts its write side and reads and drops what the client
+    // still sends, for at most lingering_time in all and lingering_timeout between two reads.
+    // Closing with unread bytes makes the kernel send a reset, which can destroy the answer
+    // before the client reads it. 0 s: no lingering.
+    std::chrono::milliseconds lingering_time = 30s;
+    std::chrono::milliseconds lingering_timeout = 5s;
+    // Gunicorn's request limits, enforced by the HTTP parser; 0: unlimited (max_header_bytes
+    // still bounds them).
+    std::size_t limit_request_line = 4094;        // request line bytes without CRLF (414)
+    std::size_t limit_request_fields = 100;       // header fields (431)
+    std::size_t limit_request_field_size = 8190;  // one header field line without CRLF (431)
 };
 
 // An address to listen on: "host:port", ":port" (all interfaces), "[::1]:port" or "unix:/path".
@@ -88,6 +100,15 @@ class connection : public std::enable_shared_from_this<connection> {
 
     // Closes the socket (idempotent); pending operations complete with an error.
     void close() noexcept;
+
+    // Ends a connection whose peer may still be sending (an error answered before the request
+    // was read to its end): shuts the write side, then reads and drops what arrives until the
+    // peer closes, lingering_timeout passes without a byte, lingering_time passes in all or
+    // linger_max_bytes were dropped. The session returns afterwards and the server closes the
+    // socket. While lingering the connection counts as idle: a graceful shutdown closes it at
+    // once, and a server already draining does not linger at all.
+    task<void> linger_close();
+    static constexpr std::uint64_t linger_max_bytes = 64ull * 1024 * 1024;
 
   private:
     friend class server;
