@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <optional>
@@ -379,4 +380,87 @@ TEST_CASE("process model: `processes` and `master` come from the JSON config too
     auto r = run({corgi_binary(), "--config", bad.path}, source_dir(), 5s);
     CHECK(r.exit_code == 2);
     CHECK(r.err.find("/processes") != std::string::npos);
+}
+
+TEST_CASE("process model: a crash-looping worker is respawned with backoff, the others serve",
+          "[process_model]") {
+    prefork_server srv(2);
+    const auto workers = srv.workers();
+    const pid_t healthy = *workers.begin();
+    pid_t victim = *std::next(workers.begin());
+    // Kill the replacement as soon as it appears, three times: the delays double.
+    for (int round = 0; round < 3; ++round) {
+        REQUIRE(::kill(victim, SIGKILL) == 0);
+        REQUIRE(srv.process().wait_for_err("worker " + std::to_string(victim) + " exited", 5s));
+        pid_t next = 0;
+        REQUIRE(eventually(
+            [&] {
+                for (pid_t pid : srv.workers())
+                    if (pid != healthy && pid != victim) next = pid;
+                return next != 0;
+            },
+            5s));
+        const pid_t served = srv.served_by();
+        CHECK((served == healthy || served == next));  // the new one, once it is ready
+        victim = next;
+    }
+    const std::string log = srv.err();
+    CHECK(log.find("respawning in 200 ms") != std::string::npos);
+    CHECK(log.find("respawning in 400 ms") != std::string::npos);
+    CHECK(srv.workers().count(healthy) == 1);
+}
+
+TEST_CASE("process model: SIGHUP with an app that no longer imports keeps the old workers",
+          "[process_model]") {
+    const std::string dir = temp_path("apps");
+    REQUIRE(::mkdir(dir.c_str(), 0700) == 0);
+    const std::string module = dir + "/reloaded_app.py";
+    write_file(module,
+               "import os\n\ndef application(environ, start_response):\n"
+               "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+               "    return [str(os.getpid()).encode()]\n");
+    struct cleanup {
+        std::string dir;
+        ~cleanup() {
+            std::error_code ec;
+            std::filesystem::remove_all(dir, ec);  // the module and its __pycache__
+        }
+    } guard{dir};
+    prefork_server srv({"--processes", "2", "--io-threads", "1", "--disable-logging",
+                        "--pythonpath", dir, "--wsgi", "reloaded_app"},
+                       2);
+    const auto workers = srv.workers();
+    write_file(module, "raise RuntimeError('broken on purpose for the reload test')\n");
+    srv.process().send_signal(SIGHUP);
+    CHECK(srv.process().wait_for_err("replacement aborted", 10s));
+    CHECK(srv.err().find("broken on purpose") != std::string::npos);
+    std::this_thread::sleep_for(300ms);
+    CHECK(srv.workers() == workers);
+    for (int i = 0; i < 5; ++i) CHECK(workers.count(srv.served_by()) == 1);
+    CHECK(srv.process().running());
+}
+
+TEST_CASE("process model: SIGQUIT stops at once, in-flight requests included", "[process_model]") {
+    prefork_server srv(1);
+    const auto workers = srv.workers();
+    auto client = http_client::tcp(srv.port());
+    REQUIRE(client.send(get_request("/sleep?ms=5000")));
+    std::this_thread::sleep_for(300ms);
+    const auto start = clock::now();
+    srv.process().send_signal(SIGQUIT);
+    CHECK(srv.process().wait_exit(3s) == std::optional<int>(0));
+    CHECK(clock::now() - start < 3s);
+    CHECK_FALSE(client.read_response(false, 2s));
+    for (pid_t pid : workers) CHECK(eventually([&] { return !alive(pid); }, 3s));
+}
+
+TEST_CASE("process model: --pidfile works without a master too", "[process_model]") {
+    temp_file pidfile("single.pid");
+    corgi_server srv({"--pidfile", pidfile.path}, source_dir());
+    CHECK(read_file(pidfile.path) == std::to_string(srv.process().pid()) + "\n");
+    CHECK(children_of(srv.process().pid()).empty());
+    srv.process().send_signal(SIGTERM);
+    CHECK(srv.process().wait_exit(10s) == std::optional<int>(0));
+    struct stat st {};
+    CHECK(::stat(pidfile.path.c_str(), &st) != 0);
 }
