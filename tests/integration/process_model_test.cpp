@@ -288,6 +288,50 @@ TEST_CASE("process model: SIGHUP replaces every worker one at a time without fai
     CHECK(old_workers.count(srv.served_by()) == 0);
 }
 
+TEST_CASE("process model: three SIGHUPs under load from two clients, slow requests included",
+          "[process_model]") {
+    prefork_server srv(2);
+    std::atomic<bool> done{false};
+    std::atomic<int> ok{0}, failed{0};
+    auto client = [&](std::string target) {
+        const auto deadline = clock::now() + 40s;
+        while (!done && clock::now() < deadline) {
+            if (srv.served_by(target) != 0)
+                ++ok;
+            else
+                ++failed;
+        }
+    };
+    std::thread fast(client, "/"), slow(client, "/sleep?ms=300");
+    std::set<pid_t> generation = srv.workers();
+    bool all_replaced = true;
+    for (int reload = 1; reload <= 3; ++reload) {
+        std::this_thread::sleep_for(200ms);
+        srv.process().send_signal(SIGHUP);
+        const std::set<pid_t> old = generation;
+        const bool replaced = eventually(
+            [&] {
+                if (count_of(srv.err(), "every worker replaced") < std::size_t(reload))
+                    return false;
+                generation = srv.workers();
+                if (generation.size() != 2) return false;
+                for (pid_t pid : generation)
+                    if (old.count(pid)) return false;
+                return true;
+            },
+            15s);
+        all_replaced = all_replaced && replaced;
+    }
+    std::this_thread::sleep_for(200ms);
+    done = true;
+    fast.join();
+    slow.join();
+    INFO(srv.err());
+    CHECK(all_replaced);
+    CHECK(failed == 0);
+    CHECK(ok > 20);
+}
+
 TEST_CASE("process model: SIGTTIN adds a worker, SIGTTOU removes one but never the last",
           "[process_model]") {
     temp_file pidfile("corgi.pid");
