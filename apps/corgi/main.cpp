@@ -235,6 +235,7 @@ int serve_command(cli::options& o) {
 int worker_main(config cfg, const std::vector<bound_listener>& listeners,
                 const std::function<void()>& ready) {
     try {
+        cfg.python.multiprocess = cfg.processes.workers > 1;
         const bool python = needs_python(cfg);
 #ifdef CORGI_WITH_WSGI
         if (python) wsgi::initialize(cfg.python);

@@ -181,6 +181,9 @@ TEST_CASE("process model: --processes 2 forks two workers that share the listene
     }
     CHECK(failures == 0);
     CHECK(served == workers);
+    auto r = fetch(srv.port(), "/multiprocess");
+    REQUIRE(r);
+    CHECK(r->body == "True");  // environ["wsgi.multiprocess"] with several workers
 }
 
 TEST_CASE("process model: --master alone runs one worker; the master never serves",
@@ -191,6 +194,10 @@ TEST_CASE("process model: --master alone runs one worker; the master never serve
     const pid_t served = srv.served_by();
     CHECK(served == *workers.begin());
     CHECK(served != srv.master());
+    // PEP 3333's wsgi.multiprocess: false with one worker (as Gunicorn says).
+    auto r = fetch(srv.port(), "/multiprocess");
+    REQUIRE(r);
+    CHECK(r->body == "False");
 }
 
 TEST_CASE("process model: a worker killed with SIGKILL is logged and replaced by exactly one",

@@ -165,7 +165,8 @@ void initialize(const corgi::python_settings& settings) {
     py_ref traceback(PyImport_ImportModule("traceback"));
     if (!traceback) throw_python("cannot import traceback");
     g_format_exception = PyObject_GetAttrString(traceback.get(), "format_exception");
-    if (!g_format_exception || !init_wsgi_types() || !init_environ(rt->multithread) ||
+    if (!g_format_exception || !init_wsgi_types() ||
+        !init_environ(rt->multithread, rt->settings.multiprocess) ||
         !init_asyncio_bridge(rt->settings.async_views_hook)) {
         throw_python("cannot set up the WSGI runtime");
     }

@@ -10,6 +10,9 @@ def application(environ, start_response):
     query = parse_qs(environ.get("QUERY_STRING", ""))
     if environ["PATH_INFO"] == "/sleep":
         corgi.sleep(int(query.get("ms", ["1000"])[0]) / 1000)
-    body = str(os.getpid()).encode()
+    if environ["PATH_INFO"] == "/multiprocess":
+        body = str(environ["wsgi.multiprocess"]).encode()
+    else:
+        body = str(os.getpid()).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]

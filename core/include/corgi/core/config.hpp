@@ -38,6 +38,9 @@ struct python_settings {
     std::size_t fibers = 100;  // concurrent requests per lane
     std::size_t fiber_stack_kib = 256;
     bool async_views_hook = true;  // asgiref's async_to_sync awaits on the lane's asyncio loop
+    // environ["wsgi.multiprocess"]: set by the corgi binary in pre-forked workers when there are
+    // several (as Gunicorn does), not a setting of its own.
+    bool multiprocess = false;
     bool enabled() const noexcept { return !wsgi.empty() || !wsgi_file.empty() || !mounts.empty(); }
 };
 
