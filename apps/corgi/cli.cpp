@@ -67,6 +67,7 @@ limits and timeouts (seconds):
   --lingering-time S (30)  --lingering-timeout S (5)  (read and drop a refused request's rest)
 processes (a master binding the listeners, pre-forked workers inheriting them):
   --processes N, --workers N, -w N   N workers      --master   a master and 1 worker
+  --preload                the master imports the apps before it forks
   --pidfile FILE           the server's pid, removed at exit
 other:
   --disable-logging        no access log          --help, --version
@@ -246,6 +247,10 @@ options parse(const std::vector<std::string>& args) {
         }
         if (flag == "--master") {
             if (cfg.processes.workers == 0) cfg.processes.workers = 1;
+            continue;
+        }
+        if (flag == "--preload") {
+            cfg.processes.preload = true;
             continue;
         }
         if (flag == "--no-async-views-hook") {

@@ -233,14 +233,14 @@ int serve_command(cli::options& o) {
 // One pre-forked worker: the apps are imported here, after fork (uWSGI's lazy-apps), and the
 // listeners are the master's sockets, adopted.
 int worker_main(config cfg, const std::vector<bound_listener>& listeners,
-                const std::function<void()>& ready) {
+                std::shared_ptr<url_map> preloaded, const std::function<void()>& ready) {
     try {
-        cfg.python.multiprocess = cfg.processes.workers > 1;
         const bool python = needs_python(cfg);
 #ifdef CORGI_WITH_WSGI
-        if (python) wsgi::initialize(cfg.python);
+        if (python && preloaded) wsgi::start_lanes();
+        if (python && !preloaded) wsgi::initialize(cfg.python);
 #endif
-        std::shared_ptr<url_map> map = build_map(cfg, true);
+        std::shared_ptr<url_map> map = preloaded ? preloaded : build_map(cfg, true);
         // SIGINT is the master's (it forwards it as SIGTERM): the server stops on SIGTERM only.
         cfg.server.handle_signals = true;
         cfg.server.stop_on_sigint = false;
@@ -269,6 +269,21 @@ int master_command(cli::options& o) {
     mo.workers = cfg.processes.workers;
     mo.graceful_timeout = cfg.server.limits.graceful_timeout;
     mo.pidfile = cfg.processes.pidfile;
+    cfg.python.multiprocess = cfg.processes.workers > 1;
+    // --preload: the apps are imported here, once, before any fork; the workers start only their
+    // lanes. A failed import ends the master at once (exit 1, the traceback in stderr).
+    std::shared_ptr<url_map> preloaded;
+    if (cfg.processes.preload) {
+#ifdef CORGI_WITH_WSGI
+        if (needs_python(cfg)) {
+            wsgi::start_interpreter(cfg.python);
+            mo.before_fork = [] { wsgi::before_fork(); };
+            mo.after_fork_in_parent = [] { wsgi::after_fork_in_parent(); };
+            mo.after_fork_in_child = [] { wsgi::after_fork_in_child(); };
+        }
+#endif
+        preloaded = build_map(cfg, true);
+    }
     std::vector<bound_listener> listeners;
     try {
         for (const auto& l : cfg.listen) {
@@ -286,8 +301,8 @@ int master_command(cli::options& o) {
     }
     print_capacity(cfg);
     std::cerr.flush();
-    return master::run(mo, [&cfg, &listeners](const std::function<void()>& ready) {
-        return worker_main(cfg, listeners, ready);
+    return master::run(mo, [&cfg, &listeners, &preloaded](const std::function<void()>& ready) {
+        return worker_main(cfg, listeners, preloaded, ready);
     });
 }
 

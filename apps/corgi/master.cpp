@@ -162,7 +162,9 @@ class supervisor {
             return false;
         }
         const pid_t master_pid = ::getpid();
+        if (opts_.before_fork) opts_.before_fork();
         const pid_t pid = ::fork();
+        if (pid != 0 && opts_.after_fork_in_parent) opts_.after_fork_in_parent();
         if (pid < 0) {
             say(std::string("cannot fork a worker: ") + std::strerror(errno));
             ::close(ready_pipe[0]);
@@ -184,6 +186,7 @@ class supervisor {
         // master that died before prctl.
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (::getppid() != master_pid) ::_exit(1);
+        if (opts_.after_fork_in_child) opts_.after_fork_in_child();
         ::close(read_end);
         ::close(signal_pipe[0]);
         ::close(signal_pipe[1]);

@@ -20,6 +20,8 @@ struct options {
     std::string pidfile;                  // written at start, removed at exit ("" for none)
     std::vector<std::string> unix_paths;  // socket files of the listeners, removed at exit
     std::vector<int> listener_fds;        // inherited by every worker, closed at exit
+    // Around each fork (--preload: CPython's fork hooks); the child's runs first thing in it.
+    std::function<void()> before_fork, after_fork_in_parent, after_fork_in_child;
 };
 
 // What a worker runs after fork (signals reset, master's descriptors closed): serve until SIGTERM,

@@ -141,6 +141,8 @@ void apply_config(config& cfg, const nlohmann::json& doc) {
                 cfg.processes.workers = as_count(v, ptr, 1, process_settings::max_workers);
             } else if (key == "master") {
                 if (as_bool(v, ptr) && cfg.processes.workers == 0) cfg.processes.workers = 1;
+            } else if (key == "preload") {
+                cfg.processes.preload = as_bool(v, ptr);
             } else if (key == "pidfile") {
                 cfg.processes.pidfile = as_string(v, ptr);
                 if (cfg.processes.pidfile.empty()) throw config_error(ptr, "empty path");

@@ -515,3 +515,49 @@ TEST_CASE("process model: --pidfile works without a master too", "[process_model
     struct stat st {};
     CHECK(::stat(pidfile.path.c_str(), &st) != 0);
 }
+
+TEST_CASE("process model: --preload imports the apps once in the master, before the fork",
+          "[process_model][preload]") {
+    prefork_server srv(prefork_server::with_app({"--processes", "2", "--preload"}), 2);
+    const auto workers = srv.workers();
+    const std::string master = std::to_string(srv.master());
+    for (int i = 0; i < 5; ++i) {
+        auto r = fetch(srv.port(), "/imported-by");
+        REQUIRE(r);
+        CHECK(r->body == master);
+    }
+    // The workers serve (a fiber that sleeps included) and are still replaced by HUP: forked
+    // again from the master, with the apps it imported.
+    CHECK(workers.count(srv.served_by("/sleep?ms=50")) == 1);
+    srv.process().send_signal(SIGHUP);
+    CHECK(srv.process().wait_for_err("every worker replaced", 10s));
+    CHECK(eventually(
+        [&] {
+            auto now = srv.workers();
+            if (now.size() != 2) return false;
+            for (pid_t pid : now)
+                if (workers.count(pid)) return false;
+            return true;
+        },
+        10s));
+    auto r = fetch(srv.port(), "/imported-by");
+    REQUIRE(r);
+    CHECK(r->body == master);
+    CHECK(srv.workers().count(srv.served_by()) == 1);
+    srv.process().send_signal(SIGTERM);
+    CHECK(srv.process().wait_exit(10s) == std::optional<int>(0));
+}
+
+TEST_CASE("process model: --preload with an app that fails to import forks no worker",
+          "[process_model][preload]") {
+    child_process p(
+        {corgi_binary(), "--processes", "2", "--preload", "--http", "127.0.0.1:0", "--pythonpath",
+         source_dir() + "/tests/wsgi/integration/apps", "--wsgi", "broken_import"},
+        source_dir());
+    auto status = p.wait_exit(10s);
+    INFO(p.err());
+    REQUIRE(status);
+    CHECK(*status == 1);
+    CHECK(p.err().find("corgi_no_such_module_for_the_test") != std::string::npos);
+    CHECK(p.err().find("worker") == std::string::npos);
+}

@@ -49,6 +49,7 @@ struct python_settings {
 struct process_settings {
     std::size_t workers = 0;  // --processes/--workers/-w N; --master alone means 1
     std::string pidfile;      // written at start (by the master if any), removed at exit
+    bool preload = false;     // the master imports the apps before it forks (Gunicorn's --preload)
     static constexpr std::size_t max_workers = 1024;
 };
 
