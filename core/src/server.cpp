@@ -200,7 +200,8 @@ void connection::on_deadline(std::chrono::steady_clock::time_point now) noexcept
 
 void connection::set_idle(bool idle) noexcept {
     idle_ = idle;
-    if (idle && draining()) close();
+    // Draining: an idle connection ends, unless its next request has already arrived.
+    if (idle && draining() && (lingering_ || !has_pending_input())) close();
 }
 
 void connection::close() noexcept {
