@@ -65,6 +65,10 @@ limits and timeouts (seconds):
   --limit-request-line N (4094, at most 8190)  --limit-request-fields N (100, at most 32768)
   --limit-request-field-size N (8190)  (Gunicorn's limits; 0: unlimited)
   --lingering-time S (30)  --lingering-timeout S (5)  (read and drop a refused request's rest)
+processes (a master binding the listeners, pre-forked workers inheriting them):
+  --processes N, --workers N, -w N   N workers      --master   a master and 1 worker
+  --preload                the master imports the apps before it forks
+  --pidfile FILE           the server's pid, removed at exit
 other:
   --disable-logging        no access log          --help, --version
 )";
@@ -87,6 +91,12 @@ options parse(const std::vector<std::string>& args) {
             flag_listeners.push_back({proto, parse_address(f, v)});
         };
     };
+    auto workers = [&](const std::string& f, const std::string& v) {
+        cfg.processes.workers = parse_count(f, v);
+        if (cfg.processes.workers == 0 || cfg.processes.workers > process_settings::max_workers)
+            throw usage_error(f + " must be between 1 and " +
+                              std::to_string(process_settings::max_workers));
+    };
     const std::map<std::string, setter, std::less<>> with_value = {
         {"--http", listener("http")},
         {"--http-socket", listener("http")},
@@ -98,6 +108,15 @@ options parse(const std::vector<std::string>& args) {
          [&](const std::string&, const std::string& v) {
              o.config_files.push_back(v);
              apply_config(cfg, read_json_file(v));
+         }},
+        // The process model (Gunicorn's names, and uWSGI's --processes).
+        {"--processes", workers},
+        {"--workers", workers},
+        {"-w", workers},
+        {"--pidfile",
+         [&](const std::string& f, const std::string& v) {
+             if (v.empty()) throw usage_error(f + " expects a file path");
+             cfg.processes.pidfile = v;
          }},
         {"--io-threads",
          [&](const std::string& f, const std::string& v) {
@@ -224,6 +243,14 @@ options parse(const std::vector<std::string>& args) {
         }
         if (flag == "--disable-logging") {
             cfg.access_log = false;
+            continue;
+        }
+        if (flag == "--master") {
+            if (cfg.processes.workers == 0) cfg.processes.workers = 1;
+            continue;
+        }
+        if (flag == "--preload") {
+            cfg.processes.preload = true;
             continue;
         }
         if (flag == "--no-async-views-hook") {

@@ -2,6 +2,7 @@
 // URL map.
 #include "cli.hpp"
 #include "demo_handlers.hpp"
+#include "master.hpp"
 
 #include <corgi/core/log.hpp>
 #include <corgi/core/route_config.hpp>
@@ -13,8 +14,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -139,13 +145,72 @@ int routes_command(const cli::options& o) {
     return 0;
 }
 
+// Prints what went wrong the way the command line reports it; returns the exit status.
+int report_error(std::exception_ptr error) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const cli::usage_error& e) {
+        std::cerr << "corgi: " << e.what() << "\n";
+        return 2;
+    } catch (const config_error& e) {
+        std::cerr << "corgi: config error at "
+                  << (e.pointer.empty() ? std::string("(file)") : e.pointer) << ": " << e.what()
+                  << "\n";
+        return 2;
+    } catch (const routing_error& e) {
+        std::cerr << "corgi: bad URL map: " << e.what() << "\n";
+        return 2;
+#ifdef CORGI_WITH_WSGI
+    } catch (const wsgi::load_error& e) {
+        std::cerr << "corgi: cannot load the WSGI app: " << e.what() << "\n";
+        return 1;
+#endif
+    } catch (const std::system_error& e) {
+        std::cerr << "corgi: " << e.what() << "\n";
+        return 1;
+    } catch (const std::exception& e) {
+        std::cerr << "corgi: " << e.what() << "\n";
+        return 1;
+    }
+}
+
+bool needs_python([[maybe_unused]] const config& cfg) {
+#ifdef CORGI_WITH_WSGI
+    return cfg.python.enabled() || all_routes(cfg).dump().find("\"wsgi\"") != std::string::npos;
+#else
+    return false;
+#endif
+}
+
+void print_capacity(const config& cfg) {
+    std::cerr << "corgi: " << cfg.server.limits.max_connections << " max connections, "
+              << (cfg.server.io_threads ? cfg.server.io_threads
+                                        : std::thread::hardware_concurrency())
+              << " io thread(s)\n";
+}
+
+// The pidfile of a single-process server (a master writes its own).
+struct pidfile_guard {
+    std::string path;
+    explicit pidfile_guard(std::string p) : path(std::move(p)) {
+        if (path.empty()) return;
+        std::ofstream out(path, std::ios::trunc);
+        out << ::getpid() << "\n";
+        if (!out) std::cerr << "corgi: cannot write the pidfile " << path << "\n";
+    }
+    ~pidfile_guard() {
+        if (!path.empty()) ::unlink(path.c_str());
+    }
+    pidfile_guard(const pidfile_guard&) = delete;
+    pidfile_guard& operator=(const pidfile_guard&) = delete;
+};
+
 int serve_command(cli::options& o) {
     config& cfg = o.cfg;
     if (cfg.listen.empty()) cfg.listen.push_back({"http", listen_address::parse("127.0.0.1:8000")});
     log::set_access_log_enabled(cfg.access_log);
+    const bool python = needs_python(cfg);
 #ifdef CORGI_WITH_WSGI
-    bool python =
-        cfg.python.enabled() || all_routes(cfg).dump().find("\"wsgi\"") != std::string::npos;
     if (python) wsgi::initialize(cfg.python);
 #endif
     std::shared_ptr<url_map> map = build_map(cfg, true);
@@ -155,16 +220,90 @@ int serve_command(cli::options& o) {
         listen_address bound = srv.listen(l.address, protocols::by_name(l.protocol));
         std::cerr << "corgi: serving " << l.protocol << " on " << bound.to_string() << "\n";
     }
-    std::cerr << "corgi: " << srv.limits().max_connections << " max connections, "
-              << (cfg.server.io_threads ? cfg.server.io_threads
-                                        : std::thread::hardware_concurrency())
-              << " io thread(s)\n";
+    print_capacity(cfg);
+    pidfile_guard pidfile(cfg.processes.pidfile);
     srv.run();
 #ifdef CORGI_WITH_WSGI
     if (python) wsgi::shutdown();
 #endif
     std::cerr << "corgi: stopped\n";
     return 0;
+}
+
+// One pre-forked worker: the apps are imported here, after fork (uWSGI's lazy-apps), and the
+// listeners are the master's sockets, adopted.
+int worker_main(config cfg, const std::vector<bound_listener>& listeners,
+                std::shared_ptr<url_map> preloaded, const std::function<void()>& ready) {
+    try {
+        const bool python = needs_python(cfg);
+#ifdef CORGI_WITH_WSGI
+        if (python && preloaded) wsgi::start_lanes();
+        if (python && !preloaded) wsgi::initialize(cfg.python);
+#endif
+        std::shared_ptr<url_map> map = preloaded ? preloaded : build_map(cfg, true);
+        // SIGINT is the master's (it forwards it as SIGTERM): the server stops on SIGTERM only.
+        cfg.server.handle_signals = true;
+        cfg.server.stop_on_sigint = false;
+        server srv(cfg.server);
+        srv.set_handler(make_dispatcher(map));
+        for (std::size_t i = 0; i < listeners.size(); ++i)
+            srv.adopt(listeners[i].fd, protocols::by_name(cfg.listen[i].protocol));
+        // Ready once run() has started the acceptors (posted after them).
+        net::post(srv.main_context(),
+                  [&srv, &ready] { net::post(srv.main_context(), [&ready] { ready(); }); });
+        srv.run();
+#ifdef CORGI_WITH_WSGI
+        if (python) wsgi::shutdown();
+#endif
+        return 0;
+    } catch (...) {
+        return report_error(std::current_exception());
+    }
+}
+
+int master_command(cli::options& o) {
+    config& cfg = o.cfg;
+    if (cfg.listen.empty()) cfg.listen.push_back({"http", listen_address::parse("127.0.0.1:8000")});
+    log::set_access_log_enabled(cfg.access_log);
+    master::options mo;
+    mo.workers = cfg.processes.workers;
+    mo.graceful_timeout = cfg.server.limits.graceful_timeout;
+    mo.pidfile = cfg.processes.pidfile;
+    cfg.python.multiprocess = cfg.processes.workers > 1;
+    // --preload: the apps are imported here, once, before any fork; the workers start only their
+    // lanes. A failed import ends the master at once (exit 1, the traceback in stderr).
+    std::shared_ptr<url_map> preloaded;
+    if (cfg.processes.preload) {
+#ifdef CORGI_WITH_WSGI
+        if (needs_python(cfg)) {
+            wsgi::start_interpreter(cfg.python);
+            mo.before_fork = [] { wsgi::before_fork(); };
+            mo.after_fork_in_parent = [] { wsgi::after_fork_in_parent(); };
+            mo.after_fork_in_child = [] { wsgi::after_fork_in_child(); };
+        }
+#endif
+        preloaded = build_map(cfg, true);
+    }
+    std::vector<bound_listener> listeners;
+    try {
+        for (const auto& l : cfg.listen) {
+            protocols::by_name(l.protocol);  // an unknown protocol fails here, before any fork
+            listeners.push_back(bind_listener(l.address, cfg.server.unix_socket_mode));
+            const bound_listener& b = listeners.back();
+            mo.listener_fds.push_back(b.fd);
+            if (b.address.is_unix) mo.unix_paths.push_back(b.address.path);
+            std::cerr << "corgi: serving " << l.protocol << " on " << b.address.to_string() << "\n";
+        }
+    } catch (...) {
+        for (int fd : mo.listener_fds) ::close(fd);
+        for (const auto& path : mo.unix_paths) ::unlink(path.c_str());
+        throw;
+    }
+    print_capacity(cfg);
+    std::cerr.flush();
+    return master::run(mo, [&cfg, &listeners, &preloaded](const std::function<void()>& ready) {
+        return worker_main(cfg, listeners, preloaded, ready);
+    });
 }
 
 }  // namespace
@@ -191,28 +330,9 @@ int main(int argc, char** argv) {
             return 2;
         }
         if (o.cmd == cli::command::routes) return routes_command(o);
+        if (o.cfg.processes.workers > 0) return master_command(o);
         return serve_command(o);
-    } catch (const cli::usage_error& e) {
-        std::cerr << "corgi: " << e.what() << "\n";
-        return 2;
-    } catch (const config_error& e) {
-        std::cerr << "corgi: config error at "
-                  << (e.pointer.empty() ? std::string("(file)") : e.pointer) << ": " << e.what()
-                  << "\n";
-        return 2;
-    } catch (const routing_error& e) {
-        std::cerr << "corgi: bad URL map: " << e.what() << "\n";
-        return 2;
-#ifdef CORGI_WITH_WSGI
-    } catch (const wsgi::load_error& e) {
-        std::cerr << "corgi: cannot load the WSGI app: " << e.what() << "\n";
-        return 1;
-#endif
-    } catch (const std::system_error& e) {
-        std::cerr << "corgi: " << e.what() << "\n";
-        return 1;
-    } catch (const std::exception& e) {
-        std::cerr << "corgi: " << e.what() << "\n";
-        return 1;
+    } catch (...) {
+        return report_error(std::current_exception());
     }
 }

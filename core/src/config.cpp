@@ -137,6 +137,15 @@ void apply_config(config& cfg, const nlohmann::json& doc) {
                     cfg.listen.push_back(
                         {proto, as_address(entry.value(), child(item, entry.key()))});
                 }
+            } else if (key == "processes" || key == "workers") {
+                cfg.processes.workers = as_count(v, ptr, 1, process_settings::max_workers);
+            } else if (key == "master") {
+                if (as_bool(v, ptr) && cfg.processes.workers == 0) cfg.processes.workers = 1;
+            } else if (key == "preload") {
+                cfg.processes.preload = as_bool(v, ptr);
+            } else if (key == "pidfile") {
+                cfg.processes.pidfile = as_string(v, ptr);
+                if (cfg.processes.pidfile.empty()) throw config_error(ptr, "empty path");
             } else if (key == "io_threads") {
                 cfg.server.io_threads = as_count(v, ptr, 1, 1024);
             } else if (key == "threads") {

@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -118,10 +119,13 @@ struct server::listener {
     // Bound to one address: every connection's local address is this one, no getsockname needed.
     bool local_known = false;
     std::string local_addr;
+    // Bound by listen(): the unix socket file is removed with the listener. An adopted socket's
+    // file belongs to whoever bound it (the master of pre-forked workers).
+    bool owns_path = false;
     listener(net::io_context& ctx, protocol p, listen_address a)
         : acceptor(ctx), proto(std::move(p)), address(std::move(a)) {}
     ~listener() {
-        if (address.is_unix && !address.path.empty()) ::unlink(address.path.c_str());
+        if (owns_path && address.is_unix && !address.path.empty()) ::unlink(address.path.c_str());
     }
 };
 
@@ -167,6 +171,11 @@ const server_limits& connection::limits() const noexcept { return owner_.limits(
 const handler& connection::app() const noexcept { return owner_.app(); }
 bool connection::draining() const noexcept { return owner_.stopping(); }
 
+bool connection::has_pending_input() noexcept {
+    int n = 0;
+    return !closed_ && ::ioctl(socket_.native_handle(), FIONREAD, &n) == 0 && n > 0;
+}
+
 void connection::expires_after(std::chrono::steady_clock::duration d) noexcept {
     deadline_ = std::chrono::steady_clock::now() + d;
 }
@@ -191,7 +200,8 @@ void connection::on_deadline(std::chrono::steady_clock::time_point now) noexcept
 
 void connection::set_idle(bool idle) noexcept {
     idle_ = idle;
-    if (idle && draining()) close();
+    // Draining: an idle connection ends, unless its next request has already arrived.
+    if (idle && draining() && (lingering_ || !has_pending_input())) close();
 }
 
 void connection::close() noexcept {
@@ -211,6 +221,7 @@ task<void> connection::linger_close() {
     if (ec || closed_ || draining() || l.lingering_time.count() <= 0 ||
         l.lingering_timeout.count() <= 0)
         co_return;
+    lingering_ = true;  // what still arrives is dropped: a shutdown closes it at once
     set_idle(true);
     // An earlier expiry (the 408 that brought us here) must not make the next one close at once.
     timed_out_ = false;
@@ -246,11 +257,15 @@ server::~server() = default;
 
 void server::set_handler(handler h) { handler_ = std::move(h); }
 
-listen_address server::listen(const listen_address& address, protocol proto) {
-    auto l = std::make_shared<listener>(*contexts_.front(), std::move(proto), address);
-    auto& acc = l->acceptor;
+bound_listener bind_listener(const listen_address& address, unsigned unix_socket_mode) {
+    net::io_context ctx(1);
+    net::basic_socket_acceptor<net::generic::stream_protocol> acc(ctx);
+    listen_address bound = address;
     boost::system::error_code ec;
+    // A unix socket file this call created is removed again when a later step fails.
+    bool created_path = false;
     auto fail = [&](const char* what) {
+        if (created_path) ::unlink(address.path.c_str());
         throw std::system_error(ec, std::string("cannot ") + what + " " + address.to_string());
     };
     if (address.is_unix) {
@@ -258,22 +273,17 @@ listen_address server::listen(const listen_address& address, protocol proto) {
         // error.
         struct stat st {};
         if (::lstat(address.path.c_str(), &st) == 0) {
-            if (!S_ISSOCK(st.st_mode)) {
-                l->address.path.clear();  // not ours: the listener's destructor must not unlink it
+            if (!S_ISSOCK(st.st_mode))
                 throw std::system_error(
                     std::make_error_code(std::errc::file_exists),
                     "cannot listen on " + address.to_string() + ": not a socket");
-            }
-            net::local::stream_protocol::socket probe(*contexts_.front());
+            net::local::stream_protocol::socket probe(ctx);
             boost::system::error_code probe_ec;
             probe.connect(net::local::stream_protocol::endpoint(address.path), probe_ec);
-            if (!probe_ec) {
-                l->address.path.clear();  // another server's socket: the listener's destructor must
-                                          // not unlink it
+            if (!probe_ec)
                 throw std::system_error(std::make_error_code(std::errc::address_in_use),
                                         "cannot listen on " + address.to_string() +
                                             ": another process is serving on it");
-            }
             ::unlink(address.path.c_str());
         }
         net::local::stream_protocol::endpoint ep(address.path);
@@ -281,11 +291,9 @@ listen_address server::listen(const listen_address& address, protocol proto) {
         acc.open(gep.protocol(), ec);
         if (ec) fail("open");
         acc.bind(gep, ec);
-        if (ec) {
-            l->address.path.clear();  // not ours: do not unlink it
-            fail("bind");
-        }
-        if (options_.unix_socket_mode) ::chmod(address.path.c_str(), options_.unix_socket_mode);
+        if (ec) fail("bind");  // not ours: not unlinked
+        created_path = true;
+        if (unix_socket_mode) ::chmod(address.path.c_str(), unix_socket_mode);
     } else {
         net::ip::address ip;
         if (address.host.empty()) {
@@ -313,12 +321,9 @@ listen_address server::listen(const listen_address& address, protocol proto) {
         acc.set_option(net::socket_base::reuse_address(true), ec);
         acc.bind(gep, ec);
         if (ec) fail("bind");
-        net::generic::stream_protocol::endpoint bound = acc.local_endpoint(ec);
+        net::generic::stream_protocol::endpoint local = acc.local_endpoint(ec);
         std::string host;
-        describe(bound, host, l->address.port);
-        // One address, not all interfaces ("", "0.0.0.0" and "::" are all of them).
-        l->local_known = !tep.address().is_unspecified();
-        l->local_addr = host;
+        describe(local, host, bound.port);
         // Every protocol served here has the client speak first, so the kernel may hold a
         // connection until its first bytes arrive: accept then finds the request already readable,
         // which saves a failed read and an event-loop round trip per connection (nginx's `listen
@@ -329,8 +334,61 @@ listen_address server::listen(const listen_address& address, protocol proto) {
     }
     acc.listen(net::socket_base::max_listen_connections, ec);
     if (ec) fail("listen on");
+    const int fd = acc.release(ec);
+    if (ec) fail("release the socket of");
+    return {fd, bound};
+}
+
+listen_address server::listen(const listen_address& address, protocol proto) {
+    bound_listener b = bind_listener(address, options_.unix_socket_mode);
+    try {
+        adopt(b.fd, std::move(proto));
+    } catch (...) {
+        ::close(b.fd);
+        if (b.address.is_unix) ::unlink(b.address.path.c_str());
+        throw;
+    }
+    auto& l = *listeners_.back();
+    l.address = b.address;  // as asked ("", "localhost"), with the real port
+    l.owns_path = true;     // bound here: the unix socket file goes with the listener
+    return l.address;
+}
+
+listen_address server::adopt(int fd, protocol proto) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    int accepting = 0;
+    socklen_t accepting_len = sizeof accepting;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0 ||
+        ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &accepting_len) != 0 || !accepting)
+        throw std::system_error(
+            std::make_error_code(std::errc::invalid_argument),
+            "cannot adopt descriptor " + std::to_string(fd) + ": not a listening socket");
+    listen_address address;
+    bool local_known = false;
+    std::string local_addr;
+    if (ss.ss_family == AF_UNIX) {
+        address.is_unix = true;
+        address.path = reinterpret_cast<const sockaddr_un*>(&ss)->sun_path;
+    } else {
+        net::generic::stream_protocol::endpoint ep(&ss, len);
+        describe(ep, local_addr, address.port);
+        address.host = local_addr;
+        // One address, not all interfaces ("0.0.0.0" and "::" are all of them).
+        local_known = local_addr != "0.0.0.0" && local_addr != "::";
+        if (!local_known) address.host.clear();
+    }
+    auto l = std::make_shared<listener>(*contexts_.front(), std::move(proto), address);
+    l->local_known = local_known;
+    l->local_addr = local_addr;
+    boost::system::error_code ec;
+    net::generic::stream_protocol family(ss.ss_family, 0);
+    l->acceptor.assign(family, fd, ec);
+    if (ec)
+        throw std::system_error(
+            ec, "cannot adopt descriptor " + std::to_string(fd) + " (" + address.to_string() + ")");
     listeners_.push_back(l);
-    return l->address;
+    return address;
 }
 
 task<void> server::accept_loop(std::shared_ptr<listener> l) {
@@ -340,7 +398,9 @@ task<void> server::accept_loop(std::shared_ptr<listener> l) {
         net::io_context& target = *contexts_[index];
         net::generic::stream_protocol::endpoint peer;
         auto [ec, socket] = co_await l->acceptor.async_accept(target, peer, use_tuple);
-        if (ec == net::error::operation_aborted || stopping()) co_return;
+        // A connection accepted as the shutdown begins is served (and drained) all the same:
+        // dropping it would reset a client whose request is already in the socket.
+        if (ec == net::error::operation_aborted || (ec && stopping())) co_return;
         if (ec) {
             // Out of descriptors or a connection reset before accept: say so, breathe, go on.
             log::warning("accept on " + l->address.to_string() + ": " + ec.message());
@@ -384,7 +444,7 @@ task<void> server::accept_loop(std::shared_ptr<listener> l) {
                 conn->next_ = slot.head;
                 if (slot.head) slot.head->prev_ = conn.get();
                 slot.head = conn.get();
-                if (stopping()) conn->close();
+                if (stopping() && !conn->has_pending_input()) conn->close();
                 co_await l->proto.serve(*conn);
             },
             [this, conn, l](std::exception_ptr e) {
@@ -425,7 +485,8 @@ void server::run() {
         });
     std::optional<net::signal_set> signals;
     if (options_.handle_signals) {
-        signals.emplace(*contexts_.front(), SIGINT, SIGTERM);
+        signals.emplace(*contexts_.front(), SIGTERM);
+        if (options_.stop_on_sigint) signals->add(SIGINT);
         signals->async_wait([this, &signals](boost::system::error_code ec, int sig) {
             if (ec) return;
             log::info(std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
@@ -500,8 +561,11 @@ void server::stop() noexcept {
 }
 
 void server::close_idle_and_wait(std::size_t slot_index) {
+    // An idle connection whose next request has already arrived (a fresh connection not read
+    // yet, a pipelined request) is served with `Connection: close` rather than reset: closing a
+    // socket with unread bytes sends RST, and the client loses a request it already sent.
     for (connection* c = slots_[slot_index]->head; c; c = c->next_)
-        if (c->idle_) c->close();
+        if (c->idle_ && (c->lingering_ || !c->has_pending_input())) c->close();
 }
 
 void server::finish_shutdown() {

@@ -143,7 +143,7 @@ task<void> serve_stream_request(connection& conn, const stream_protocol& proto) 
     // The head, under the header timeout from the accept: a proxy writes its request as soon as it
     // connects.
     conn.set_idle(true);
-    if (conn.draining()) co_return;
+    if (conn.draining() && !conn.has_pending_input()) co_return;
     conn.expires_after(limits.header_timeout);
     builder.begin(req, proto.name);
     std::size_t used = 0;

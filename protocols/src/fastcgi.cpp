@@ -301,7 +301,7 @@ task<void> serve_fastcgi(connection& conn) {
         // The first request's head is due within the header timeout of the accept, a later one's
         // BEGIN_REQUEST within the idle timeout and its PARAMS within the header timeout after it.
         conn.set_idle(true);
-        if (conn.draining() && s.reader.buffered() == 0) co_return;
+        if (conn.draining() && s.reader.buffered() == 0 && !conn.has_pending_input()) co_return;
         const clock::time_point wait_deadline =
             clock::now() + (served == 0 ? limits.header_timeout : limits.idle_timeout);
         auto e = co_await s.next(wait_deadline);

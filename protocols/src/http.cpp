@@ -148,7 +148,7 @@ task<void> serve_http(connection& conn) {
         // The header: idle timeout until its first byte, then the header timeout for all of it
         // (slowloris).
         conn.set_idle(s.buffer.size() == 0);
-        if (conn.draining() && s.buffer.size() == 0) co_return;
+        if (conn.draining() && s.buffer.size() == 0 && !conn.has_pending_input()) co_return;
         conn.expires_after(s.buffer.size() == 0 ? limits.idle_timeout : limits.header_timeout);
         if (s.buffer.size() == 0) {
             // Beast's read completes only once its parser consumes bytes, i.e. a whole header, so

@@ -733,3 +733,62 @@ TEST_CASE("proxy session: a refused body is drained after the 413, never reset",
         CHECK_FALSE(c.reset());
     }
 }
+
+// bind_listener + server::adopt: the seam a pre-fork master uses (its children adopt the socket
+// the master bound). The process model itself is tested in tests/integration/process_model_test.
+TEST_CASE("server: adopt serves on a socket bound by bind_listener", "[server][adopt]") {
+    corgi::log::set_access_log_enabled(false);
+    corgi::bound_listener b = corgi::bind_listener(corgi::listen_address::parse("127.0.0.1:0"));
+    REQUIRE(b.fd >= 0);
+    REQUIRE(b.address.port != 0);
+    corgi::server_options o;
+    o.io_threads = 1;
+    o.handle_signals = false;
+    corgi::server srv(o);
+    srv.set_handler(describe_request);
+    corgi::listen_address adopted = srv.adopt(b.fd, corgi::protocols::http());
+    CHECK(adopted.port == b.address.port);
+    CHECK(adopted.host == "127.0.0.1");
+    std::thread thread([&] { srv.run(); });
+    {
+        client c(b.address.port);
+        REQUIRE(c.send("GET /adopted HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        std::string reply = c.read_to_end();
+        CHECK(reply.starts_with("HTTP/1.1 200"));
+        CHECK(reply.find("|/adopted?") != std::string::npos);
+        CHECK(reply.find("proto=http") != std::string::npos);
+    }
+    srv.stop();
+    thread.join();
+}
+
+TEST_CASE("server: an adopted unix socket's file is left to whoever bound it", "[server][adopt]") {
+    const std::string path = std::filesystem::temp_directory_path().string() + "/corgi-adopt-" +
+                             std::to_string(::getpid()) + ".sock";
+    corgi::bound_listener b = corgi::bind_listener(corgi::listen_address::parse("unix:" + path));
+    {
+        corgi::server_options o;
+        o.io_threads = 1;
+        o.handle_signals = false;
+        corgi::server srv(o);
+        corgi::listen_address adopted = srv.adopt(b.fd, corgi::protocols::http());
+        CHECK(adopted.is_unix);
+        CHECK(adopted.path == path);
+        std::thread thread([&] { srv.run(); });
+        srv.stop();
+        thread.join();
+    }
+    CHECK(std::filesystem::exists(path));  // a server's own listen() would have removed it
+    std::filesystem::remove(path);
+}
+
+TEST_CASE("server: adopt refuses a descriptor that is not a listening socket", "[server][adopt]") {
+    corgi::server_options o;
+    o.io_threads = 1;
+    o.handle_signals = false;
+    corgi::server srv(o);
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    CHECK_THROWS_AS(srv.adopt(fd, corgi::protocols::http()), std::system_error);
+    ::close(fd);
+}

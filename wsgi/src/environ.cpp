@@ -170,7 +170,7 @@ bool add_headers(PyObject* env, const request& req) {
 
 }  // namespace
 
-bool init_environ(bool multithread) {
+bool init_environ(bool multithread, bool multiprocess) {
     g = new environ_state;  // lives as long as the interpreter
     g->request_method = intern("REQUEST_METHOD");
     g->script_name = intern("SCRIPT_NAME");
@@ -222,7 +222,7 @@ bool init_environ(bool multithread) {
               put("wsgi.input", Py_NewRef(Py_None)) &&
               put("wsgi.errors", Py_NewRef(errors_stream())) &&
               put("wsgi.multithread", PyBool_FromLong(multithread)) &&
-              put("wsgi.multiprocess", Py_NewRef(Py_False)) &&
+              put("wsgi.multiprocess", PyBool_FromLong(multiprocess)) &&
               put("wsgi.run_once", Py_NewRef(Py_False)) &&
               put("wsgi.input_terminated", Py_NewRef(Py_True)) &&
               put("wsgi.file_wrapper", Py_NewRef(reinterpret_cast<PyObject*>(file_wrapper_type())));

@@ -9,7 +9,7 @@ namespace corgi::wsgi::detail {
 struct call;
 
 // Once, on the main thread state, after the wsgi types exist.
-bool init_environ(bool multithread);
+bool init_environ(bool multithread, bool multiprocess);
 // A new environ for the call's request (new reference), or null with a Python exception set.
 PyObject* build_environ(const call& c, PyObject* input);
 

@@ -122,6 +122,11 @@ std::string fetch_traceback() {
 using namespace detail;
 
 void initialize(const corgi::python_settings& settings) {
+    start_interpreter(settings);
+    start_lanes();
+}
+
+void start_interpreter(const corgi::python_settings& settings) {
     std::lock_guard lock(g_lifetime_mutex);
     if (g_runtime.load() || g_finalized) return;
     if (!settings.chdir.empty() && ::chdir(settings.chdir.c_str()) != 0) {
@@ -165,11 +170,21 @@ void initialize(const corgi::python_settings& settings) {
     py_ref traceback(PyImport_ImportModule("traceback"));
     if (!traceback) throw_python("cannot import traceback");
     g_format_exception = PyObject_GetAttrString(traceback.get(), "format_exception");
-    if (!g_format_exception || !init_wsgi_types() || !init_environ(rt->multithread) ||
+    if (!g_format_exception || !init_wsgi_types() ||
+        !init_environ(rt->multithread, rt->settings.multiprocess) ||
         !init_asyncio_bridge(rt->settings.async_views_hook)) {
         throw_python("cannot set up the WSGI runtime");
     }
 
+    // Published without lanes: load() works on the main thread, which keeps the GIL until
+    // start_lanes(); no request can come before the lanes (the server runs after them).
+    g_runtime.store(rt.release(), std::memory_order_release);
+}
+
+void start_lanes() {
+    std::lock_guard lock(g_lifetime_mutex);
+    runtime* rt = g_runtime.load();
+    if (!rt || !rt->lanes.empty()) return;
     install_overflow_handler();
     ensure_alternate_signal_stack();
     const std::size_t stack_bytes = rt->settings.fiber_stack_kib * 1024;
@@ -178,13 +193,25 @@ void initialize(const corgi::python_settings& settings) {
     }
     rt->main_tstate = PyEval_SaveThread();  // the lanes take the GIL in turn from now on
     for (auto& l : rt->lanes) l->start();
-    g_runtime.store(rt.release(), std::memory_order_release);
+}
+
+// The main thread holds the GIL between start_interpreter() and start_lanes(): these are
+// CPython's own fork hooks (import lock, threading's after-fork state, os.register_at_fork).
+void before_fork() noexcept {
+    if (g_runtime.load()) PyOS_BeforeFork();
+}
+void after_fork_in_parent() noexcept {
+    if (g_runtime.load()) PyOS_AfterFork_Parent();
+}
+void after_fork_in_child() noexcept {
+    if (g_runtime.load()) PyOS_AfterFork_Child();
 }
 
 void shutdown() {
     std::lock_guard lock(g_lifetime_mutex);
     runtime* rt = g_runtime.exchange(nullptr);
     if (!rt) return;
+    if (rt->lanes.empty()) return;  // a preloading master: it exits without finalizing
     std::size_t busy = 0;
     for (auto& l : rt->lanes) busy += l->stop();
     PyEval_RestoreThread(rt->main_tstate);

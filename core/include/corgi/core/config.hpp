@@ -38,13 +38,26 @@ struct python_settings {
     std::size_t fibers = 100;  // concurrent requests per lane
     std::size_t fiber_stack_kib = 256;
     bool async_views_hook = true;  // asgiref's async_to_sync awaits on the lane's asyncio loop
+    // environ["wsgi.multiprocess"]: set by the corgi binary in pre-forked workers when there are
+    // several (as Gunicorn does), not a setting of its own.
+    bool multiprocess = false;
     bool enabled() const noexcept { return !wsgi.empty() || !wsgi_file.empty() || !mounts.empty(); }
+};
+
+// The process model. No workers: one process binds and serves, as it always did. N workers: a
+// master binds every listener, forks N workers that inherit the sockets, and supervises them.
+struct process_settings {
+    std::size_t workers = 0;  // --processes/--workers/-w N; --master alone means 1
+    std::string pidfile;      // written at start (by the master if any), removed at exit
+    bool preload = false;     // the master imports the apps before it forks (Gunicorn's --preload)
+    static constexpr std::size_t max_workers = 1024;
 };
 
 struct config {
     std::vector<listen_entry> listen;
     server_options server;
     python_settings python;
+    process_settings processes;
     bool access_log = true;
     nlohmann::json routes = nlohmann::json::array();  // compiled by compile_routes()
 };

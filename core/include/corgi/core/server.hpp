@@ -61,6 +61,17 @@ struct listen_address {
     std::string to_string() const;
 };
 
+// A socket bound and listening, not yet served: what a master binds once before it forks its
+// workers, each of which adopts it (one accept queue for all of them).
+struct bound_listener {
+    int fd = -1;
+    listen_address address;  // as asked, with the real port when 0 was asked for
+};
+// Binds and listens (errors throw std::system_error naming the address). A stale unix socket file
+// is replaced; one a live process answers on is an error. The caller owns the descriptor and, for
+// a unix socket, the file.
+bound_listener bind_listener(const listen_address& address, unsigned unix_socket_mode = 0);
+
 class server;
 
 // One accepted connection, as a protocol's session sees it. The session does its I/O on socket(),
@@ -97,6 +108,9 @@ class connection : public std::enable_shared_from_this<connection> {
     void set_idle(bool idle) noexcept;
     // The server is shutting down: answer the current request with `Connection: close`, then end.
     bool draining() const noexcept;
+    // Bytes the kernel holds that the session has not read yet: a draining server still serves a
+    // request that has already arrived (closing over unread bytes would reset the connection).
+    bool has_pending_input() noexcept;
 
     // Closes the socket (idempotent); pending operations complete with an error.
     void close() noexcept;
@@ -120,6 +134,7 @@ class connection : public std::enable_shared_from_this<connection> {
     bool timed_out_ = false;
     bool idle_ = true;
     bool closed_ = false;
+    bool lingering_ = false;
     std::string remote_addr_, local_addr_;
     std::uint16_t remote_port_ = 0, local_port_ = 0;
     connection* prev_ = nullptr;  // intrusive list of live connections, per io thread
@@ -140,6 +155,8 @@ struct server_options {
         limits{};  // braces: designated initializers that omit it stay -Wextra clean (GCC 12)
     unsigned unix_socket_mode = 0;  // chmod of unix sockets; 0 leaves the umask's choice
     bool handle_signals = true;     // SIGINT/SIGTERM start a graceful shutdown
+    // false: SIGINT is left alone (a pre-forked worker, whose master forwards it as SIGTERM).
+    bool stop_on_sigint = true;
 };
 
 class server {
@@ -153,6 +170,10 @@ class server {
     // Binds now (errors throw std::system_error naming the address), serves once run() starts.
     // Returns the bound address (the real port when 0 was asked for).
     listen_address listen(const listen_address& address, protocol proto);
+    // Serves on a socket already bound and listening (inherited from a master, or from
+    // bind_listener), which the server then owns and closes; a unix socket's file is left where it
+    // is. Returns the address it is bound to. Throws std::system_error if fd is not listening.
+    listen_address adopt(int fd, protocol proto);
 
     // Runs the io threads until shutdown; returns when every connection has ended.
     void run();

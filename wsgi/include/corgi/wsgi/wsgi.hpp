@@ -23,6 +23,17 @@ struct load_error : std::runtime_error {
 // Idempotent: later calls are ignored. Call from the main thread, before load().
 void initialize(const corgi::python_settings& settings);
 
+// initialize() in two steps, for a pre-fork master that imports the apps before it forks
+// (--preload): start_interpreter() starts Python without the lanes, so load() runs on the main
+// thread, which keeps the GIL; the master forks between before_fork() and
+// after_fork_in_parent(), and each child calls after_fork_in_child() then start_lanes(). No other
+// thread may run Python while it forks.
+void start_interpreter(const corgi::python_settings& settings);
+void start_lanes();
+void before_fork() noexcept;
+void after_fork_in_parent() noexcept;
+void after_fork_in_child() noexcept;
+
 // Imports a WSGI application and returns the handler that serves it. `spec` is "module:callable",
 // "module" (the callable named by settings.callable, "application" by default), or
 // "path/to/file.py[:callable]". "module:factory()" calls a factory. Imports run on the main

@@ -1,0 +1,563 @@
+// The process model: a master binding the listeners and pre-forked workers inheriting them.
+// Workers are found by their parent pid in /proc (never by name) and each one seen is SIGKILLed
+// by pid when the test ends, whatever happened, as the master is by child_process.
+#include "test_support.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <thread>
+
+using namespace corgi::test;
+
+namespace {
+
+struct proc_stat {
+    pid_t ppid = 0;
+    char state = '?';
+    unsigned long long start_time = 0;  // clock ticks after boot: tells a reused pid apart
+};
+
+std::optional<proc_stat> stat_of(pid_t pid) {
+    std::string text = read_file("/proc/" + std::to_string(pid) + "/stat");
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so parse after the last
+    // ')'.
+    auto close = text.rfind(')');
+    if (close == std::string::npos) return std::nullopt;
+    std::vector<std::string> fields;
+    std::string field;
+    for (char c : text.substr(close + 2)) {
+        if (c == ' ') {
+            fields.push_back(field);
+            field.clear();
+        } else {
+            field += c;
+        }
+    }
+    fields.push_back(field);
+    if (fields.size() < 20) return std::nullopt;
+    proc_stat st;
+    st.state = fields[0].empty() ? '?' : fields[0][0];
+    st.ppid = static_cast<pid_t>(std::stol(fields[1]));
+    st.start_time = std::stoull(fields[19]);  // field 22 of stat(5)
+    return st;
+}
+
+bool alive(pid_t pid) {
+    auto st = stat_of(pid);
+    return st && st->state != 'Z' && st->state != 'X';
+}
+
+// The live (not zombie) children of a process.
+std::set<pid_t> children_of(pid_t parent) {
+    std::set<pid_t> out;
+    DIR* dir = ::opendir("/proc");
+    if (!dir) return out;
+    while (dirent* e = ::readdir(dir)) {
+        char* end = nullptr;
+        long pid = std::strtol(e->d_name, &end, 10);
+        if (pid <= 0 || *end != '\0') continue;
+        auto st = stat_of(static_cast<pid_t>(pid));
+        if (st && st->ppid == parent && st->state != 'Z' && st->state != 'X')
+            out.insert(static_cast<pid_t>(pid));
+    }
+    ::closedir(dir);
+    return out;
+}
+
+bool eventually(const std::function<bool()>& condition, clock::duration timeout) {
+    auto deadline = clock::now() + timeout;
+    for (;;) {
+        if (condition()) return true;
+        if (clock::now() >= deadline) return condition();
+        std::this_thread::sleep_for(20ms);
+    }
+}
+
+std::size_t count_of(const std::string& text, const std::string& needle) {
+    std::size_t n = 0;
+    for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1))
+        ++n;
+    return n;
+}
+
+// A master with its workers, serving tests/integration/apps/process_apps.py (which answers with
+// the pid of the worker). On destruction the master, then every worker ever seen (when its pid
+// still names the same process), is SIGKILLed.
+class prefork_server {
+  public:
+    // `--processes workers` and extra flags; waits for the workers to be ready.
+    explicit prefork_server(std::size_t workers, std::vector<std::string> extra = {})
+        : prefork_server(with_app({"--processes", std::to_string(workers)}, std::move(extra)),
+                         workers) {}
+    prefork_server(std::vector<std::string> flags, std::size_t workers)
+        : server_(std::move(flags), source_dir()) {
+        REQUIRE(wait_workers(workers));
+    }
+    static std::vector<std::string> with_app(std::vector<std::string> a,
+                                             std::vector<std::string> extra = {}) {
+        for (const char* x : {"--io-threads", "1", "--disable-logging", "--wsgi", "process_apps"})
+            a.push_back(x);
+        a.push_back("--pythonpath");
+        a.push_back(source_dir() + "/tests/integration/apps");
+        for (auto& x : extra) a.push_back(std::move(x));
+        return a;
+    }
+    ~prefork_server() {
+        server_.process().send_signal(SIGKILL);
+        for (const auto& [pid, start] : seen_) {
+            auto st = stat_of(pid);
+            if (st && st->start_time == start) ::kill(pid, SIGKILL);
+        }
+    }
+    prefork_server(const prefork_server&) = delete;
+    prefork_server& operator=(const prefork_server&) = delete;
+
+    child_process& process() { return server_.process(); }
+    pid_t master() { return server_.process().pid(); }
+    std::uint16_t port() const { return server_.port(); }
+    std::string err() { return server_.process().err(); }
+
+    std::set<pid_t> workers() {
+        auto pids = children_of(master());
+        for (pid_t pid : pids)
+            if (auto st = stat_of(pid)) seen_.emplace(pid, st->start_time);
+        return pids;
+    }
+    // Exactly n workers, and as many "ready" lines as workers ever started (n at least).
+    bool wait_workers(std::size_t n, clock::duration timeout = 15s) {
+        return eventually(
+            [&] {
+                const auto pids = workers();
+                if (pids.size() != n) return false;
+                const std::string log = err();
+                for (pid_t pid : pids)
+                    if (log.find("worker " + std::to_string(pid) + " ready") == std::string::npos)
+                        return false;
+                return true;
+            },
+            timeout);
+    }
+    // The pid of the worker that served a fresh connection, or 0.
+    pid_t served_by(std::string_view target = "/") {
+        auto r = fetch(port(), target);
+        if (!r || r->status != 200) return 0;
+        return static_cast<pid_t>(std::stol(r->body));
+    }
+
+  private:
+    corgi_server server_;
+    std::map<pid_t, unsigned long long> seen_;
+};
+
+}  // namespace
+
+TEST_CASE("process model: --processes 2 forks two workers that share the listener",
+          "[process_model]") {
+    prefork_server srv(2);
+    const auto workers = srv.workers();
+    REQUIRE(workers.size() == 2);
+    CHECK(count_of(srv.err(), "corgi: serving http on ") == 1);
+    CHECK(srv.err().find("corgi: master " + std::to_string(srv.master()) + ", 2 workers") !=
+          std::string::npos);
+    // Connections are accepted from one queue by whichever worker gets there first: within a few
+    // hundred requests both do.
+    std::set<pid_t> served;
+    int failures = 0;
+    for (int i = 0; i < 400 && served.size() < 2; ++i) {
+        pid_t pid = srv.served_by();
+        if (pid == 0) ++failures;
+        served.insert(pid);
+    }
+    CHECK(failures == 0);
+    CHECK(served == workers);
+    auto r = fetch(srv.port(), "/multiprocess");
+    REQUIRE(r);
+    CHECK(r->body == "True");  // environ["wsgi.multiprocess"] with several workers
+}
+
+TEST_CASE("process model: --master alone runs one worker; the master never serves",
+          "[process_model]") {
+    prefork_server srv(prefork_server::with_app({"--master"}), 1);
+    const auto workers = srv.workers();
+    REQUIRE(workers.size() == 1);
+    const pid_t served = srv.served_by();
+    CHECK(served == *workers.begin());
+    CHECK(served != srv.master());
+    // PEP 3333's wsgi.multiprocess: false with one worker (as Gunicorn says).
+    auto r = fetch(srv.port(), "/multiprocess");
+    REQUIRE(r);
+    CHECK(r->body == "False");
+}
+
+TEST_CASE("process model: a worker killed with SIGKILL is logged and replaced by exactly one",
+          "[process_model]") {
+    prefork_server srv(2);
+    const auto before = srv.workers();
+    const pid_t victim = *before.begin();
+    REQUIRE(::kill(victim, SIGKILL) == 0);
+    CHECK(srv.process().wait_for_err(
+        "worker " + std::to_string(victim) + " exited (signal 9); respawning", 5s));
+    REQUIRE(srv.wait_workers(2));
+    auto after = srv.workers();
+    CHECK(after.count(victim) == 0);
+    CHECK(after.count(*std::next(before.begin())) == 1);
+    // No duplicate appears later.
+    std::this_thread::sleep_for(500ms);
+    CHECK(srv.workers() == after);
+    for (int i = 0; i < 10; ++i) CHECK(after.count(srv.served_by()) == 1);
+}
+
+TEST_CASE("process model: when the master is SIGKILLed its workers exit and the port is freed",
+          "[process_model]") {
+    prefork_server srv(2);
+    const auto workers = srv.workers();
+    const auto port = srv.port();
+    srv.process().send_signal(SIGKILL);
+    REQUIRE(srv.process().wait_exit(5s));
+    CHECK(eventually(
+        [&] {
+            for (pid_t pid : workers)
+                if (alive(pid)) return false;
+            return true;
+        },
+        5s));
+    // A new server can bind the same port (the single-process demo, which answers /plaintext).
+    corgi_server again({"--http", "127.0.0.1:" + std::to_string(port)}, source_dir());
+    CHECK(again.port() == port);
+    CHECK(answers(port));
+}
+
+TEST_CASE("process model: SIGTERM lets an in-flight request finish, then the master exits 0",
+          "[process_model]") {
+    prefork_server srv(2);
+    const auto workers = srv.workers();
+    auto client = http_client::tcp(srv.port());
+    REQUIRE(client.send(get_request("/sleep?ms=1000")));
+    std::this_thread::sleep_for(300ms);  // inside the app now
+    srv.process().send_signal(SIGTERM);
+    auto r = client.read_response(false, 5s);
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(workers.count(static_cast<pid_t>(std::stol(r->body))) == 1);
+    CHECK(srv.process().wait_exit(10s) == std::optional<int>(0));
+    for (pid_t pid : workers) CHECK_FALSE(alive(pid));
+    CHECK(srv.err().find("corgi: stopped") != std::string::npos);
+}
+
+TEST_CASE("process model: SIGHUP replaces every worker one at a time without failing a request",
+          "[process_model]") {
+    prefork_server srv(2);
+    const auto old_workers = srv.workers();
+    std::atomic<bool> done{false};
+    std::atomic<int> ok{0}, failed{0};
+    std::thread load([&] {
+        const auto deadline = clock::now() + 20s;
+        while (!done && clock::now() < deadline) {
+            if (srv.served_by() != 0)
+                ++ok;
+            else
+                ++failed;
+            std::this_thread::sleep_for(5ms);
+        }
+    });
+    std::this_thread::sleep_for(200ms);
+    srv.process().send_signal(SIGHUP);
+    const bool replaced = srv.process().wait_for_err("every worker replaced", 15s);
+    const bool settled = eventually(
+        [&] {
+            auto now = srv.workers();
+            if (now.size() != 2) return false;
+            for (pid_t pid : now)
+                if (old_workers.count(pid)) return false;
+            return true;
+        },
+        10s);
+    std::this_thread::sleep_for(200ms);
+    done = true;
+    load.join();
+    INFO(srv.err());
+    CHECK(replaced);
+    CHECK(settled);
+    CHECK(failed == 0);
+    CHECK(ok > 10);
+    for (pid_t pid : srv.workers()) CHECK(old_workers.count(pid) == 0);
+    CHECK(old_workers.count(srv.served_by()) == 0);
+}
+
+TEST_CASE("process model: three SIGHUPs under load from two clients, slow requests included",
+          "[process_model]") {
+    prefork_server srv(2);
+    std::atomic<bool> done{false};
+    std::atomic<int> ok{0}, failed{0};
+    auto client = [&](std::string target) {
+        const auto deadline = clock::now() + 40s;
+        while (!done && clock::now() < deadline) {
+            if (srv.served_by(target) != 0)
+                ++ok;
+            else
+                ++failed;
+        }
+    };
+    std::thread fast(client, "/"), slow(client, "/sleep?ms=300");
+    std::set<pid_t> generation = srv.workers();
+    bool all_replaced = true;
+    for (int reload = 1; reload <= 3; ++reload) {
+        std::this_thread::sleep_for(200ms);
+        srv.process().send_signal(SIGHUP);
+        const std::set<pid_t> old = generation;
+        const bool replaced = eventually(
+            [&] {
+                if (count_of(srv.err(), "every worker replaced") < std::size_t(reload))
+                    return false;
+                generation = srv.workers();
+                if (generation.size() != 2) return false;
+                for (pid_t pid : generation)
+                    if (old.count(pid)) return false;
+                return true;
+            },
+            15s);
+        all_replaced = all_replaced && replaced;
+    }
+    std::this_thread::sleep_for(200ms);
+    done = true;
+    fast.join();
+    slow.join();
+    INFO(srv.err());
+    CHECK(all_replaced);
+    CHECK(failed == 0);
+    CHECK(ok > 20);
+}
+
+TEST_CASE("process model: SIGTTIN adds a worker, SIGTTOU removes one but never the last",
+          "[process_model]") {
+    temp_file pidfile("corgi.pid");
+    prefork_server srv(1, {"--pidfile", pidfile.path});
+    CHECK(read_file(pidfile.path) == std::to_string(srv.master()) + "\n");
+    srv.process().send_signal(SIGTTIN);
+    CHECK(srv.wait_workers(2));
+    srv.process().send_signal(SIGTTIN);
+    CHECK(srv.wait_workers(3));
+    srv.process().send_signal(SIGTTOU);
+    CHECK(srv.wait_workers(2));
+    srv.process().send_signal(SIGTTOU);
+    CHECK(srv.wait_workers(1));
+    srv.process().send_signal(SIGTTOU);
+    std::this_thread::sleep_for(500ms);
+    CHECK(srv.workers().size() == 1);
+    CHECK(srv.served_by() != 0);
+    srv.process().send_signal(SIGTERM);
+    CHECK(srv.process().wait_exit(10s) == std::optional<int>(0));
+    struct stat st {};
+    CHECK(::stat(pidfile.path.c_str(), &st) != 0);  // removed at exit
+}
+
+TEST_CASE("process model: an app that fails to import stops the master with its traceback",
+          "[process_model]") {
+    child_process p({corgi_binary(), "--processes", "2", "--http", "127.0.0.1:0", "--pythonpath",
+                     source_dir() + "/tests/wsgi/integration/apps", "--wsgi", "broken_import"},
+                    source_dir());
+    auto status = p.wait_exit(10s);
+    INFO(p.err());
+    REQUIRE(status);
+    CHECK(*status != 0);
+    CHECK(*status < 128);  // an exit, not a signal
+    CHECK(p.err().find("Traceback") != std::string::npos);
+    CHECK(p.err().find("corgi_no_such_module_for_the_test") != std::string::npos);
+    CHECK(p.err().find("failed to boot") != std::string::npos);
+}
+
+TEST_CASE("process model: bad --processes values exit 2 naming the flag", "[process_model]") {
+    for (std::vector<std::string> args :
+         {std::vector<std::string>{"--processes", "0"}, {"--workers", "many"}, {"-w", "100000"}}) {
+        args.insert(args.begin(), corgi_binary());
+        auto r = run(args, source_dir(), 5s);
+        INFO(args[1] << " " << args[2] << ": " << r.err);
+        CHECK(r.exit_code == 2);
+        CHECK(r.err.find(args[1]) != std::string::npos);
+    }
+}
+
+TEST_CASE("process model: a unix socket is served by the workers and removed by the master",
+          "[process_model]") {
+    temp_file sock("w.sock");
+    prefork_server srv(
+        prefork_server::with_app({"--processes", "2", "--http", "unix:" + sock.path}), 2);
+    auto ask = [&] {
+        auto c = http_client::try_unix_socket(sock.path);
+        if (!c || !c->send(get_request("/", "Connection: close\r\n"))) return false;
+        auto r = c->read_response();
+        return r && r->status == 200 && srv.workers().count(std::stol(r->body)) == 1;
+    };
+    CHECK(ask());
+    // A worker leaving (here: killed) takes the socket file with it only if it owned it: it
+    // does not, the master does.
+    const pid_t victim = *srv.workers().begin();
+    ::kill(victim, SIGKILL);
+    CHECK(srv.process().wait_for_err("worker " + std::to_string(victim) + " exited", 5s));
+    REQUIRE(srv.wait_workers(2));
+    struct stat st {};
+    CHECK(::lstat(sock.path.c_str(), &st) == 0);
+    CHECK(ask());
+    srv.process().send_signal(SIGTERM);
+    CHECK(srv.process().wait_exit(10s) == std::optional<int>(0));
+    CHECK(::lstat(sock.path.c_str(), &st) != 0);
+}
+
+TEST_CASE("process model: `processes` and `master` come from the JSON config too",
+          "[process_model]") {
+    temp_file cfg("p.json", R"({"processes": 2, "pidfile": "/dev/null/never"})");
+    // Flags after --config override it: the pidfile is a real path.
+    temp_file pidfile("p.pid");
+    prefork_server srv(prefork_server::with_app({"--config", cfg.path, "--pidfile", pidfile.path}),
+                       2);
+    CHECK(read_file(pidfile.path) == std::to_string(srv.master()) + "\n");
+
+    temp_file master_cfg("m.json", R"({"master": true})");
+    prefork_server one(prefork_server::with_app({"--config", master_cfg.path}), 1);
+    CHECK(one.served_by() == *one.workers().begin());
+
+    temp_file bad("bad.json", R"({"processes": 0})");
+    auto r = run({corgi_binary(), "--config", bad.path}, source_dir(), 5s);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("/processes") != std::string::npos);
+}
+
+TEST_CASE("process model: a crash-looping worker is respawned with backoff, the others serve",
+          "[process_model]") {
+    prefork_server srv(2);
+    const auto workers = srv.workers();
+    const pid_t healthy = *workers.begin();
+    pid_t victim = *std::next(workers.begin());
+    // Kill the replacement as soon as it appears, three times: the delays double.
+    for (int round = 0; round < 3; ++round) {
+        REQUIRE(::kill(victim, SIGKILL) == 0);
+        REQUIRE(srv.process().wait_for_err("worker " + std::to_string(victim) + " exited", 5s));
+        pid_t next = 0;
+        REQUIRE(eventually(
+            [&] {
+                for (pid_t pid : srv.workers())
+                    if (pid != healthy && pid != victim) next = pid;
+                return next != 0;
+            },
+            5s));
+        const pid_t served = srv.served_by();
+        CHECK((served == healthy || served == next));  // the new one, once it is ready
+        victim = next;
+    }
+    const std::string log = srv.err();
+    CHECK(log.find("respawning in 200 ms") != std::string::npos);
+    CHECK(log.find("respawning in 400 ms") != std::string::npos);
+    CHECK(srv.workers().count(healthy) == 1);
+}
+
+TEST_CASE("process model: SIGHUP with an app that no longer imports keeps the old workers",
+          "[process_model]") {
+    const std::string dir = temp_path("apps");
+    REQUIRE(::mkdir(dir.c_str(), 0700) == 0);
+    const std::string module = dir + "/reloaded_app.py";
+    write_file(module,
+               "import os\n\ndef application(environ, start_response):\n"
+               "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+               "    return [str(os.getpid()).encode()]\n");
+    struct cleanup {
+        std::string dir;
+        ~cleanup() {
+            std::error_code ec;
+            std::filesystem::remove_all(dir, ec);  // the module and its __pycache__
+        }
+    } guard{dir};
+    prefork_server srv({"--processes", "2", "--io-threads", "1", "--disable-logging",
+                        "--pythonpath", dir, "--wsgi", "reloaded_app"},
+                       2);
+    const auto workers = srv.workers();
+    write_file(module, "raise RuntimeError('broken on purpose for the reload test')\n");
+    srv.process().send_signal(SIGHUP);
+    CHECK(srv.process().wait_for_err("replacement aborted", 10s));
+    CHECK(srv.err().find("broken on purpose") != std::string::npos);
+    std::this_thread::sleep_for(300ms);
+    CHECK(srv.workers() == workers);
+    for (int i = 0; i < 5; ++i) CHECK(workers.count(srv.served_by()) == 1);
+    CHECK(srv.process().running());
+}
+
+TEST_CASE("process model: SIGQUIT stops at once, in-flight requests included", "[process_model]") {
+    prefork_server srv(1);
+    const auto workers = srv.workers();
+    auto client = http_client::tcp(srv.port());
+    REQUIRE(client.send(get_request("/sleep?ms=5000")));
+    std::this_thread::sleep_for(300ms);
+    const auto start = clock::now();
+    srv.process().send_signal(SIGQUIT);
+    CHECK(srv.process().wait_exit(3s) == std::optional<int>(0));
+    CHECK(clock::now() - start < 3s);
+    CHECK_FALSE(client.read_response(false, 2s));
+    for (pid_t pid : workers) CHECK(eventually([&] { return !alive(pid); }, 3s));
+}
+
+TEST_CASE("process model: --pidfile works without a master too", "[process_model]") {
+    temp_file pidfile("single.pid");
+    corgi_server srv({"--pidfile", pidfile.path}, source_dir());
+    CHECK(read_file(pidfile.path) == std::to_string(srv.process().pid()) + "\n");
+    CHECK(children_of(srv.process().pid()).empty());
+    srv.process().send_signal(SIGTERM);
+    CHECK(srv.process().wait_exit(10s) == std::optional<int>(0));
+    struct stat st {};
+    CHECK(::stat(pidfile.path.c_str(), &st) != 0);
+}
+
+TEST_CASE("process model: --preload imports the apps once in the master, before the fork",
+          "[process_model][preload]") {
+    prefork_server srv(prefork_server::with_app({"--processes", "2", "--preload"}), 2);
+    const auto workers = srv.workers();
+    const std::string master = std::to_string(srv.master());
+    for (int i = 0; i < 5; ++i) {
+        auto r = fetch(srv.port(), "/imported-by");
+        REQUIRE(r);
+        CHECK(r->body == master);
+    }
+    // The workers serve (a fiber that sleeps included) and are still replaced by HUP: forked
+    // again from the master, with the apps it imported.
+    CHECK(workers.count(srv.served_by("/sleep?ms=50")) == 1);
+    srv.process().send_signal(SIGHUP);
+    CHECK(srv.process().wait_for_err("every worker replaced", 10s));
+    CHECK(eventually(
+        [&] {
+            auto now = srv.workers();
+            if (now.size() != 2) return false;
+            for (pid_t pid : now)
+                if (workers.count(pid)) return false;
+            return true;
+        },
+        10s));
+    auto r = fetch(srv.port(), "/imported-by");
+    REQUIRE(r);
+    CHECK(r->body == master);
+    CHECK(srv.workers().count(srv.served_by()) == 1);
+    srv.process().send_signal(SIGTERM);
+    CHECK(srv.process().wait_exit(10s) == std::optional<int>(0));
+}
+
+TEST_CASE("process model: --preload with an app that fails to import forks no worker",
+          "[process_model][preload]") {
+    child_process p(
+        {corgi_binary(), "--processes", "2", "--preload", "--http", "127.0.0.1:0", "--pythonpath",
+         source_dir() + "/tests/wsgi/integration/apps", "--wsgi", "broken_import"},
+        source_dir());
+    auto status = p.wait_exit(10s);
+    INFO(p.err());
+    REQUIRE(status);
+    CHECK(*status == 1);
+    CHECK(p.err().find("corgi_no_such_module_for_the_test") != std::string::npos);
+    CHECK(p.err().find("worker") == std::string::npos);
+}
