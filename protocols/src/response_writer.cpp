@@ -99,18 +99,17 @@ void log_framing_error(const response& res, const response_framing& framing,
     log::error(line);
 }
 
-std::string length_text(std::uint64_t n) { return std::to_string(n); }
-
-// The length the head announces: the handler's valid Content-Length, else `actual`. An invalid
-// one is logged and ignored.
-std::uint64_t announced_length(const declared_length& declared, std::uint64_t actual,
-                               const response& res, const response_framing& framing) {
+// The handler's Content-Length when valid, else nullopt (an invalid one logged: it is replaced by
+// the real length, or by chunked framing for a stream).
+std::optional<std::uint64_t> valid_length(const declared_length& declared, const response& res,
+                                          const response_framing& framing) {
     if (declared.present && !declared.valid) {
         log_framing_error(res, framing,
                           "ignored an invalid Content-Length '" + std::string(declared.text) +
                               "' (or several that disagree)");
     }
-    return declared.valid ? declared.value : actual;
+    if (!declared.valid) return std::nullopt;
+    return declared.value;
 }
 
 // Thrown into a producer that writes past the Content-Length its handler set: what it would add
@@ -320,28 +319,28 @@ task<send_result> send_response(output& out, response& res, const response_frami
     if (auto* text = std::get_if<std::string>(&res.body)) {
         std::string_view body = *text;
         std::optional<std::uint64_t> announced;
-        if (!no_body) announced = announced_length(declared, body.size(), res, framing);
+        if (!no_body) announced = valid_length(declared, res, framing).value_or(body.size());
         const bool with_body = !framing.head_request && !no_body && !body.empty();
         if (announced && with_body && *announced != body.size()) {
             result.keep_alive = false;
             if (*announced < body.size()) {
                 log_framing_error(res, framing,
-                                  "Content-Length " + length_text(*announced) + " but a body of " +
-                                      length_text(body.size()) + " bytes: sent " +
-                                      length_text(*announced) +
+                                  "Content-Length " + std::to_string(*announced) +
+                                      " but a body of " + std::to_string(body.size()) +
+                                      " bytes: sent " + std::to_string(*announced) +
                                       ", dropped the rest, closing the connection");
                 body = body.substr(0, static_cast<std::size_t>(*announced));
             } else {
                 log_framing_error(res, framing,
-                                  "Content-Length " + length_text(*announced) +
-                                      " but a body of only " + length_text(body.size()) +
+                                  "Content-Length " + std::to_string(*announced) +
+                                      " but a body of only " + std::to_string(body.size()) +
                                       " bytes: sent them and closed the connection");
                 result.aborted = true;
             }
         } else if (announced && !with_body && !framing.head_request && *announced != 0) {
             // An empty body that promised bytes.
             log_framing_error(res, framing,
-                              "Content-Length " + length_text(*announced) +
+                              "Content-Length " + std::to_string(*announced) +
                                   " but an empty body: closed the connection");
             result.keep_alive = false;
             result.aborted = true;
@@ -355,13 +354,13 @@ task<send_result> send_response(output& out, response& res, const response_frami
 
     if (auto* file = std::get_if<file_range>(&res.body)) {
         const std::uint64_t announced =
-            no_body ? file->length : announced_length(declared, file->length, res, framing);
+            no_body ? file->length : valid_length(declared, res, framing).value_or(file->length);
         std::uint64_t to_send = std::min(announced, file->length);
         if (announced < file->length && !framing.head_request && !no_body) {
             log_framing_error(res, framing,
-                              "Content-Length " + length_text(announced) + " but a file of " +
-                                  length_text(file->length) + " bytes: sent " +
-                                  length_text(announced) + ", closing the connection");
+                              "Content-Length " + std::to_string(announced) + " but a file of " +
+                                  std::to_string(file->length) + " bytes: sent " +
+                                  std::to_string(announced) + ", closing the connection");
             result.keep_alive = false;
         }
         append_head(scratch, res, framing, announced, false, result.keep_alive);
@@ -373,8 +372,8 @@ task<send_result> send_response(output& out, response& res, const response_frami
         result.body_bytes = co_await send_file(out, *file, to_send, scratch);
         if (result.body_bytes < announced) {
             log_framing_error(res, framing,
-                              "Content-Length " + length_text(announced) + " but the file gave " +
-                                  length_text(result.body_bytes) +
+                              "Content-Length " + std::to_string(announced) +
+                                  " but the file gave " + std::to_string(result.body_bytes) +
                                   " bytes (shorter than declared, or it shrank while being "
                                   "sent): closed the connection");
             result.keep_alive = false;
@@ -386,11 +385,7 @@ task<send_result> send_response(output& out, response& res, const response_frami
     // A producer: length-delimited if the handler declared one, else chunked (HTTP/1.1) or
     // close-delimited.
     auto& producer = std::get<body_producer>(res.body);
-    std::optional<std::uint64_t> length;
-    if (declared.present) {
-        announced_length(declared, 0, res, framing);  // logs an invalid one
-        if (declared.valid) length = declared.value;
-    }
+    const std::optional<std::uint64_t> length = valid_length(declared, res, framing);
     bool chunked = !length && framing.chunked_allowed && !no_body;
     if (!length && !chunked && framing.length_needed_for_keep_alive) result.keep_alive = false;
     append_head(scratch, res, framing, length, chunked, result.keep_alive);
@@ -408,8 +403,8 @@ task<send_result> send_response(output& out, response& res, const response_frami
         // Whatever the producer did with the exception it got: the declared bytes went out (or
         // go out now, with the head), nothing more, and the connection ends after them.
         log_framing_error(res, framing,
-                          "Content-Length " + length_text(*length) +
-                              " but the body went on past it: sent " + length_text(*length) +
+                          "Content-Length " + std::to_string(*length) +
+                              " but the body went on past it: sent " + std::to_string(*length) +
                               ", dropped the rest, closing the connection");
         result.keep_alive = false;
         co_await writer.finish();
@@ -440,8 +435,9 @@ task<send_result> send_response(output& out, response& res, const response_frami
     }
     if (length && writer.body_bytes() < *length && !discard) {
         log_framing_error(res, framing,
-                          "Content-Length " + length_text(*length) + " but the body ended after " +
-                              length_text(writer.body_bytes()) + " bytes: closed the connection");
+                          "Content-Length " + std::to_string(*length) +
+                              " but the body ended after " + std::to_string(writer.body_bytes()) +
+                              " bytes: closed the connection");
         result.keep_alive = false;
         result.aborted = true;
         if (!writer.head_sent()) co_await writer.finish();  // the head, so the peer sees why
