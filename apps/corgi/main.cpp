@@ -189,15 +189,11 @@ void print_capacity(const config& cfg) {
               << " io thread(s)\n";
 }
 
-// The pidfile of a single-process server (a master writes its own).
+// The pidfile of a single-process server (a master writes its own); throws when it cannot be
+// written.
 struct pidfile_guard {
     std::string path;
-    explicit pidfile_guard(std::string p) : path(std::move(p)) {
-        if (path.empty()) return;
-        std::ofstream out(path, std::ios::trunc);
-        out << ::getpid() << "\n";
-        if (!out) std::cerr << "corgi: cannot write the pidfile " << path << "\n";
-    }
+    explicit pidfile_guard(std::string p) : path(std::move(p)) { master::write_pidfile(path); }
     ~pidfile_guard() {
         if (!path.empty()) ::unlink(path.c_str());
     }

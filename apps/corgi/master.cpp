@@ -17,6 +17,7 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
+#include <system_error>
 
 namespace corgi::master {
 
@@ -86,7 +87,14 @@ class supervisor {
         sigemptyset(&sa.sa_mask);
         sa.sa_flags = SA_NOCLDSTOP;
         for (int sig : handled_signals) ::sigaction(sig, &sa, nullptr);
-        write_pidfile();
+        try {
+            write_pidfile(opts_.pidfile);
+        } catch (const std::system_error& e) {
+            say(e.what());
+            pidfile_written_ = false;
+            cleanup();
+            return 1;
+        }
         say("master " + std::to_string(::getpid()) + ", " + std::to_string(target_) + " workers");
         next_spawn_at_ = clock::now();
         loop();
@@ -416,17 +424,10 @@ class supervisor {
         backoff_ = std::min<clock::duration>(backoff_ * 2, backoff_max);
     }
 
-    void write_pidfile() {
-        if (opts_.pidfile.empty()) return;
-        std::ofstream out(opts_.pidfile, std::ios::trunc);
-        out << ::getpid() << "\n";
-        if (!out) say("cannot write the pidfile " + opts_.pidfile);
-    }
-
     void cleanup() {
         for (int fd : opts_.listener_fds) ::close(fd);
         for (const auto& path : opts_.unix_paths) ::unlink(path.c_str());
-        if (!opts_.pidfile.empty()) ::unlink(opts_.pidfile.c_str());
+        if (pidfile_written_ && !opts_.pidfile.empty()) ::unlink(opts_.pidfile.c_str());
         struct sigaction dfl {};
         dfl.sa_handler = SIG_DFL;
         sigemptyset(&dfl.sa_mask);
@@ -438,6 +439,8 @@ class supervisor {
     }
 
     const options& opts_;
+    // A pidfile we could not write may be another server's: it is not ours to remove.
+    bool pidfile_written_ = true;
     const worker_body& body_;
     std::size_t target_;
     std::vector<worker> workers_;
@@ -451,6 +454,16 @@ class supervisor {
 };
 
 }  // namespace
+
+void write_pidfile(const std::string& path) {
+    if (path.empty()) return;
+    std::ofstream out(path, std::ios::trunc);
+    out << ::getpid() << "\n";
+    out.flush();
+    if (!out)
+        throw std::system_error(errno ? errno : EIO, std::generic_category(),
+                                "cannot write the pidfile " + path);
+}
 
 int run(const options& opts, const worker_body& body) { return supervisor(opts, body).run(); }
 

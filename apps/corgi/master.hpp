@@ -28,6 +28,10 @@ struct options {
 // calling ready() once the apps are imported and the listeners accept; returns the exit status.
 using worker_body = std::function<int(const std::function<void()>& ready)>;
 
+// Writes this process's pid to `path` (nothing for ""); throws std::system_error naming the file
+// when it cannot, so that a server never runs with a pidfile its service manager cannot read.
+void write_pidfile(const std::string& path);
+
 // Runs the master until it stops; returns its exit status: 0 after a stop by signal, 1 when the
 // first workers fail to boot.
 int run(const options& opts, const worker_body& body);

@@ -516,6 +516,21 @@ TEST_CASE("process model: --pidfile works without a master too", "[process_model
     CHECK(::stat(pidfile.path.c_str(), &st) != 0);
 }
 
+TEST_CASE("process model: a pidfile that cannot be written stops the start, exit 1",
+          "[process_model]") {
+    const std::string pidfile = temp_path("no-such-dir") + "/corgi.pid";
+    for (std::vector<std::string> extra : {std::vector<std::string>{}, {"--processes", "2"}}) {
+        std::vector<std::string> argv{corgi_binary(), "--http", "127.0.0.1:0", "--pidfile",
+                                      pidfile};
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        auto r = run(argv, source_dir(), 10s);
+        INFO(r.err);
+        CHECK(r.exit_code == 1);
+        CHECK(r.err.find("cannot write the pidfile " + pidfile) != std::string::npos);
+        CHECK(r.err.find("worker") == std::string::npos);  // nothing was forked
+    }
+}
+
 TEST_CASE("process model: --preload imports the apps once in the master, before the fork",
           "[process_model][preload]") {
     prefork_server srv(prefork_server::with_app({"--processes", "2", "--preload"}), 2);
