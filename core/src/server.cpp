@@ -2,6 +2,7 @@
 // shutdown.
 #include <corgi/core/log.hpp>
 #include <corgi/core/server.hpp>
+#include <corgi/core/supervision.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -588,6 +589,8 @@ void server::sweep_deadlines(std::size_t slot_index) {
         // it later, so the list stays intact while it is walked.
         for (connection* c = slots_[slot_index]->head; c; c = c->next_)
             if (c->deadline_ <= now) c->on_deadline(now);
+        // The master's liveness check: an io thread that stops running its sweeper is stuck.
+        supervision::heartbeat(slot_index);
         sweep_deadlines(slot_index);
     });
 }

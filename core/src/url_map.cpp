@@ -5,6 +5,7 @@
 // (werkzeug validates after the match and gives up with a 404 when, say, an int is out of range;
 // here the next candidate rule is tried instead).
 #include <corgi/core/url_map.hpp>
+#include <corgi/core/supervision.hpp>
 
 #include "url_map_detail.hpp"
 
@@ -1227,7 +1228,17 @@ std::string join_allow(const std::vector<std::string>& allow) {
 // A free function rather than a capturing coroutine lambda: the frame owns its copy of the map, so
 // the matched handler stays alive even if the dispatcher object goes away while a request is in
 // flight.
+// Counts the request for the supervising master (in flight while the handler runs, then one more
+// served), whatever way the coroutine ends.
+struct supervised_request {
+    supervised_request() noexcept { supervision::request_started(); }
+    ~supervised_request() { supervision::request_finished(); }
+    supervised_request(const supervised_request&) = delete;
+    supervised_request& operator=(const supervised_request&) = delete;
+};
+
 task<response> dispatch(std::shared_ptr<const url_map> map, request& req) {
+    supervised_request counted;
     auto& m = dispatch_scratch();
     map->match(req.method, req.path_info, m);
     switch (m.status) {
