@@ -67,10 +67,23 @@ limits and timeouts (seconds):
   --lingering-time S (30)  --lingering-timeout S (5)  (read and drop a refused request's rest)
 processes (a master binding the listeners, pre-forked workers inheriting them):
   --processes N, --workers N, -w N   N workers      --master   a master and 1 worker
-  --preload                the master imports the apps before it forks
+  --lazy-apps              each worker imports the apps after the fork (default: the master
+                           imports them once before it forks; --preload says so explicitly)
   --pidfile FILE           the server's pid, removed at exit
+  --boot-timeout S (60)    a new worker not ready by then is killed, its generation abandoned
+  --worker-timeout S (30)  a worker whose io threads stop checking in is killed (SIGABRT: Python
+                           dumps its stacks; then SIGKILL) and replaced; 0: never
+  recycling, gracefully and one worker at a time (0: off):
+  --max-requests N  --max-requests-jitter J  --max-rss MB  --max-worker-lifetime S
+  signals to the master: HUP reload config and code (rolling), TERM/INT graceful stop,
+  QUIT immediate stop, TTIN/TTOU one worker more/less, USR1 reopen log files
+logs (reopened on SIGUSR1, for logrotate):
+  --access-log FILE        access log (default: stdout; - for stdout)
+  --error-log FILE         error log (default: stderr; - for stderr)
+  --disable-logging        no access log
 other:
-  --disable-logging        no access log          --help, --version
+  --check-config           read and check the configuration and the URL map, then exit (0, or 2)
+  --help, --version
 )";
 }
 
@@ -117,6 +130,44 @@ options parse(const std::vector<std::string>& args) {
          [&](const std::string& f, const std::string& v) {
              if (v.empty()) throw usage_error(f + " expects a file path");
              cfg.processes.pidfile = v;
+         }},
+        {"--boot-timeout",
+         [&](const std::string& f, const std::string& v) {
+             cfg.processes.boot_timeout = parse_seconds(f, v);
+             if (cfg.processes.boot_timeout.count() == 0)
+                 throw usage_error(f + " must be more than 0 seconds");
+         }},
+        {"--worker-timeout",
+         [&](const std::string& f, const std::string& v) {
+             cfg.processes.worker_timeout = parse_seconds(f, v);
+         }},
+        {"--max-requests",
+         [&](const std::string& f, const std::string& v) {
+             cfg.processes.max_requests = parse_count(f, v);
+         }},
+        {"--max-requests-jitter",
+         [&](const std::string& f, const std::string& v) {
+             cfg.processes.max_requests_jitter = parse_count(f, v);
+         }},
+        {"--max-rss",
+         [&](const std::string& f, const std::string& v) {
+             cfg.processes.max_rss_mb = parse_count(f, v);
+             if (cfg.processes.max_rss_mb > 1024 * 1024)
+                 throw usage_error(f + " is in MB: at most 1048576");
+         }},
+        {"--max-worker-lifetime",
+         [&](const std::string& f, const std::string& v) {
+             cfg.processes.max_worker_lifetime = parse_seconds(f, v);
+         }},
+        {"--access-log",
+         [&](const std::string& f, const std::string& v) {
+             if (v.empty()) throw usage_error(f + " expects a file path");
+             cfg.access_log_file = v == "-" ? "" : v;
+         }},
+        {"--error-log",
+         [&](const std::string& f, const std::string& v) {
+             if (v.empty()) throw usage_error(f + " expects a file path");
+             cfg.error_log_file = v == "-" ? "" : v;
          }},
         {"--io-threads",
          [&](const std::string& f, const std::string& v) {
@@ -251,6 +302,14 @@ options parse(const std::vector<std::string>& args) {
         }
         if (flag == "--preload") {
             cfg.processes.preload = true;
+            continue;
+        }
+        if (flag == "--check-config") {
+            o.cmd = command::check_config;
+            continue;
+        }
+        if (flag == "--lazy-apps") {
+            cfg.processes.preload = false;
             continue;
         }
         if (flag == "--no-async-views-hook") {

@@ -14,7 +14,7 @@ struct usage_error : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-enum class command { serve, routes, help, version };
+enum class command { serve, routes, check_config, help, version };
 
 struct options {
     command cmd = command::serve;

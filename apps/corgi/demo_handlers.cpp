@@ -3,12 +3,17 @@
 #include "demo_handlers.hpp"
 
 #include <corgi/core/http_error.hpp>
+#include <corgi/core/supervision.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 
+#include <unistd.h>
+
+#include <atomic>
 #include <charconv>
+#include <mutex>
 #include <stdexcept>
 
 namespace corgi::demo {
@@ -67,15 +72,33 @@ task<response> big(request& req) {
     co_return response::text(std::string(n, 'x'));
 }
 
+// The process serving and the one where the worker-start hook ran: the same pid in every
+// pre-forked worker, which is what a C++ post-fork hook is for.
+std::atomic<int> hook_pid{0};
+
+task<response> process(request&) {
+    co_return response::text("pid=" + std::to_string(::getpid()) +
+                             " worker_start_hook_pid=" + std::to_string(hook_pid.load()) + "\n");
+}
+
 task<response> fail(request&) {
     throw std::runtime_error("the demo 'fail' handler failed on purpose");
     co_return response();
 }
 
+void register_worker_start_hook() {
+    static std::once_flag registered;
+    std::call_once(registered, [] {
+        supervision::at_worker_start([] { hook_pid = static_cast<int>(::getpid()); });
+    });
+}
+
 }  // namespace
 
 std::map<std::string, handler, std::less<>> handlers() {
-    return {{"hello", hello},
+    register_worker_start_hook();
+    return {{"process", process},
+            {"hello", hello},
             {"plaintext", plaintext},
             {"json", json_hello},
             {"stream", stream},
@@ -86,12 +109,13 @@ std::map<std::string, handler, std::less<>> handlers() {
 }
 
 std::vector<route_entry> routes() {
+    register_worker_start_hook();
     return {
         rule(
             "/", "index",
             return_target(200,
                           "corgi demo: /hello/<name> /plaintext /json /stream?chunks=N /sleep?ms=N "
-                          "/echo/<path:rest> /upload (POST) /big?bytes=N\n")),
+                          "/echo/<path:rest> /upload (POST) /big?bytes=N /process\n")),
         rule("/hello", "hello", hello),
         rule("/hello/<name>", "hello_name", hello),
         rule("/plaintext", "plaintext", plaintext),
@@ -102,6 +126,7 @@ std::vector<route_entry> routes() {
         rule("/upload", "upload", echo_body, {.methods = {"POST", "PUT"}}),
         rule("/big", "big", big),
         rule("/fail", "fail", fail),
+        rule("/process", "process", process),
     };
 }
 

@@ -2,11 +2,13 @@
 // URL map.
 #include "cli.hpp"
 #include "demo_handlers.hpp"
+#include "log_files.hpp"
 #include "master.hpp"
 
 #include <corgi/core/log.hpp>
 #include <corgi/core/route_config.hpp>
 #include <corgi/core/server.hpp>
+#include <corgi/core/supervision.hpp>
 #include <corgi/protocols/protocols.hpp>
 #ifdef CORGI_WITH_WSGI
 #include <corgi/wsgi/wsgi.hpp>
@@ -17,7 +19,9 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 
+#include <algorithm>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -25,6 +29,7 @@
 #include <sstream>
 #include <thread>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 namespace {
@@ -218,6 +223,12 @@ int serve_command(cli::options& o) {
     }
     print_capacity(cfg);
     pidfile_guard pidfile(cfg.processes.pidfile);
+    log_files::reopen_on_sigusr1();
+    // The hooks a worker runs after its fork run here too: every serving process runs them once.
+    supervision::run_worker_start_hooks();
+#ifdef CORGI_WITH_WSGI
+    if (python) wsgi::run_postfork_hooks();
+#endif
     srv.run();
 #ifdef CORGI_WITH_WSGI
     if (python) wsgi::shutdown();
@@ -226,24 +237,30 @@ int serve_command(cli::options& o) {
     return 0;
 }
 
-// One pre-forked worker: the apps are imported here, after fork (uWSGI's lazy-apps), and the
-// listeners are the master's sockets, adopted.
-int worker_main(config cfg, const std::vector<bound_listener>& listeners,
+// One pre-forked worker: the listeners are the master's sockets, adopted; the apps were imported
+// by the master before the fork (preloaded) or are imported here (--lazy-apps).
+int worker_main(config cfg, const std::vector<master::inherited_state::listener>& listeners,
                 std::shared_ptr<url_map> preloaded, const std::function<void()>& ready) {
     try {
         const bool python = needs_python(cfg);
+        log_files::reopen_on_sigusr1();
 #ifdef CORGI_WITH_WSGI
         if (python && preloaded) wsgi::start_lanes();
         if (python && !preloaded) wsgi::initialize(cfg.python);
 #endif
         std::shared_ptr<url_map> map = preloaded ? preloaded : build_map(cfg, true);
+        // Post-fork hooks (C++ callbacks, @corgi.postfork functions): reconnect what must not be
+        // shared with the master or the other workers.
+        supervision::run_worker_start_hooks();
+#ifdef CORGI_WITH_WSGI
+        if (python) wsgi::run_postfork_hooks();
+#endif
         // SIGINT is the master's (it forwards it as SIGTERM): the server stops on SIGTERM only.
         cfg.server.handle_signals = true;
         cfg.server.stop_on_sigint = false;
         server srv(cfg.server);
         srv.set_handler(make_dispatcher(map));
-        for (std::size_t i = 0; i < listeners.size(); ++i)
-            srv.adopt(listeners[i].fd, protocols::by_name(cfg.listen[i].protocol));
+        for (const auto& l : listeners) srv.adopt(l.fd, protocols::by_name(l.protocol));
         // Ready once run() has started the acceptors (posted after them).
         net::post(srv.main_context(),
                   [&srv, &ready] { net::post(srv.main_context(), [&ready] { ready(); }); });
@@ -257,49 +274,93 @@ int worker_main(config cfg, const std::vector<bound_listener>& listeners,
     }
 }
 
-int master_command(cli::options& o) {
+int master_command(cli::options& o, const std::vector<std::string>& argv) {
     config& cfg = o.cfg;
     if (cfg.listen.empty()) cfg.listen.push_back({"http", listen_address::parse("127.0.0.1:8000")});
     log::set_access_log_enabled(cfg.access_log);
     master::options mo;
     mo.workers = cfg.processes.workers;
     mo.graceful_timeout = cfg.server.limits.graceful_timeout;
+    mo.boot_timeout = cfg.processes.boot_timeout;
+    mo.worker_timeout = cfg.processes.worker_timeout;
+    mo.max_requests = cfg.processes.max_requests;
+    mo.max_requests_jitter = cfg.processes.max_requests_jitter;
+    mo.max_rss_mb = cfg.processes.max_rss_mb;
+    mo.max_worker_lifetime = cfg.processes.max_worker_lifetime;
+    mo.io_threads =
+        cfg.server.io_threads ? cfg.server.io_threads : std::max(1u, std::thread::hardware_concurrency());
     mo.pidfile = cfg.processes.pidfile;
+    mo.argv = argv;
+    mo.reopen_logs = [] { log_files::reopen(); };
+    mo.inherited = master::take_inherited_state();
     cfg.python.multiprocess = cfg.processes.workers > 1;
-    // --preload: the apps are imported here, once, before any fork; the workers start only their
-    // lanes. A failed import ends the master at once (exit 1, the traceback in stderr).
+    // Preloading (the default): the apps are imported here, once, before any fork; the workers
+    // start only their lanes. A failed import at start ends the master (exit 1, the traceback in
+    // stderr); after a reload's re-exec the old workers keep serving instead.
     std::shared_ptr<url_map> preloaded;
     if (cfg.processes.preload) {
+        try {
 #ifdef CORGI_WITH_WSGI
-        if (needs_python(cfg)) {
-            wsgi::start_interpreter(cfg.python);
-            mo.before_fork = [] { wsgi::before_fork(); };
-            mo.after_fork_in_parent = [] { wsgi::after_fork_in_parent(); };
-            mo.after_fork_in_child = [] { wsgi::after_fork_in_child(); };
-        }
+            if (needs_python(cfg)) {
+                wsgi::start_interpreter(cfg.python);
+                mo.before_fork = [] { wsgi::before_fork(); };
+                mo.after_fork_in_parent = [] { wsgi::after_fork_in_parent(); };
+                mo.after_fork_in_child = [] { wsgi::after_fork_in_child(); };
+            }
 #endif
-        preloaded = build_map(cfg, true);
-    }
-    std::vector<bound_listener> listeners;
-    try {
-        for (const auto& l : cfg.listen) {
-            protocols::by_name(l.protocol);  // an unknown protocol fails here, before any fork
-            listeners.push_back(bind_listener(l.address, cfg.server.unix_socket_mode));
-            const bound_listener& b = listeners.back();
-            mo.listener_fds.push_back(b.fd);
-            if (b.address.is_unix) mo.unix_paths.push_back(b.address.path);
-            std::cerr << "corgi: serving " << l.protocol << " on " << b.address.to_string() << "\n";
+            preloaded = build_map(cfg, true);
+        } catch (...) {
+            if (!mo.inherited) throw;
+            report_error(std::current_exception());
+            mo.cannot_spawn = "the apps failed to import at the last reload (above); fix them and "
+                              "send SIGHUP again";
+            std::cerr << "corgi: reload failed: " << mo.cannot_spawn
+                      << "; the running workers keep serving\n";
         }
-    } catch (...) {
-        for (int fd : mo.listener_fds) ::close(fd);
-        for (const auto& path : mo.unix_paths) ::unlink(path.c_str());
-        throw;
     }
+    if (mo.inherited) {
+        // The sockets are the ones the first master bound: listeners are not re-bound on reload.
+        mo.listeners = mo.inherited->listeners;
+        bool same = mo.listeners.size() == cfg.listen.size();
+        for (std::size_t i = 0; same && i < cfg.listen.size(); ++i)
+            same = mo.listeners[i].protocol == cfg.listen[i].protocol;
+        if (!same)
+            std::cerr << "corgi: the listeners in the new configuration differ from the running "
+                         "ones; they take effect at the next restart\n";
+        for (const auto& l : mo.listeners)
+            if (l.address.starts_with("unix:")) mo.unix_paths.push_back(l.address.substr(5));
+    } else {
+        try {
+            for (const auto& l : cfg.listen) {
+                protocols::by_name(l.protocol);  // an unknown protocol fails here, before any fork
+                bound_listener b = bind_listener(l.address, cfg.server.unix_socket_mode);
+                mo.listeners.push_back({b.fd, l.protocol, b.address.to_string()});
+                if (b.address.is_unix) mo.unix_paths.push_back(b.address.path);
+                std::cerr << "corgi: serving " << l.protocol << " on " << b.address.to_string()
+                          << "\n";
+            }
+        } catch (...) {
+            for (const auto& l : mo.listeners) ::close(l.fd);
+            for (const auto& path : mo.unix_paths) ::unlink(path.c_str());
+            throw;
+        }
+    }
+    // Not for the configuration check that a reload execs (the workers inherit them by fork).
+    for (const auto& l : mo.listeners) ::fcntl(l.fd, F_SETFD, FD_CLOEXEC);
     print_capacity(cfg);
     std::cerr.flush();
+    const auto listeners = mo.listeners;
     return master::run(mo, [&cfg, &listeners, &preloaded](const std::function<void()>& ready) {
         return worker_main(cfg, listeners, preloaded, ready);
     });
+}
+
+// What a master runs before it re-executes itself on HUP: the new command line and configuration
+// are read and checked (the URL map compiled, the protocols known), nothing is bound or imported.
+int check_config_command(const cli::options& o) {
+    for (const auto& l : o.cfg.listen) protocols::by_name(l.protocol);
+    build_map(o.cfg, false);
+    return 0;
 }
 
 }  // namespace
@@ -326,7 +387,16 @@ int main(int argc, char** argv) {
             return 2;
         }
         if (o.cmd == cli::command::routes) return routes_command(o);
-        if (o.cfg.processes.workers > 0) return master_command(o);
+        if (o.cmd == cli::command::check_config || std::getenv(master::check_config_env)) {
+            int code = check_config_command(o);
+            if (o.cmd == cli::command::check_config) std::cout << "corgi: configuration OK\n";
+            return code;
+        }
+        log_files::open(o.cfg.access_log_file, o.cfg.error_log_file);
+        if (o.cfg.processes.workers > 0) {
+            std::vector<std::string> command_line(argv, argv + argc);
+            return master_command(o, command_line);
+        }
         return serve_command(o);
     } catch (...) {
         return report_error(std::current_exception());

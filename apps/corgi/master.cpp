@@ -1,6 +1,6 @@
 // The master's loop: signals arrive through a self-pipe, workers report readiness through a pipe
-// each, SIGCHLD reaps them; one poll() waits for all of it and for the next timer (a respawn
-// after backoff, a straggler's kill).
+// each and everything else through the scoreboard, SIGCHLD reaps them; one poll() waits for all
+// of it and for the next timer (a respawn after backoff, a straggler's kill, the periodic checks).
 #include "master.hpp"
 
 #include <fcntl.h>
@@ -13,11 +13,16 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
-#include <optional>
+#include <random>
+#include <sstream>
+#include <stdexcept>
 #include <system_error>
+
+extern char** environ;
 
 namespace corgi::master {
 
@@ -33,8 +38,22 @@ constexpr auto backoff_max = 10s;
 constexpr auto healthy_lifetime = 10s;
 // After graceful_timeout the worker closes its busy connections itself; this is its time to exit.
 constexpr auto kill_margin = 1s;
+// A hung worker gets SIGABRT (Python's faulthandler writes every thread's stack to stderr), then
+// SIGKILL this long after if it is still there.
+constexpr auto abort_to_kill = 5s;
+// Memory and lifetime are checked this often; heartbeats and wishes at every wake-up (<= 1 s).
+constexpr auto rss_check_interval = 1s;
+// The copy of the binary that checks the configuration before a re-exec gets this long.
+constexpr auto config_check_timeout = 30s;
+
+constexpr const char* state_env = "CORGI_MASTER_STATE";
+// Workers at most at once: the target (TTIN can raise it) plus the ones still draining.
+constexpr std::size_t scoreboard_slots = 2048;
 
 int signal_pipe[2] = {-1, -1};
+// Workers write a byte here after they publish a wish in the scoreboard (inherited across the
+// master's re-exec: the workers keep the write end).
+int wake_pipe[2] = {-1, -1};
 
 extern "C" void on_signal(int sig) {
     const int saved = errno;
@@ -45,7 +64,15 @@ extern "C" void on_signal(int sig) {
 
 extern "C" void quit_now(int) { ::_exit(0); }
 
-constexpr int handled_signals[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD};
+constexpr int handled_signals[] = {SIGTERM, SIGINT,  SIGQUIT, SIGHUP,
+                                   SIGTTIN, SIGTTOU, SIGCHLD, SIGUSR1};
+
+sigset_t handled_set() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int sig : handled_signals) sigaddset(&set, sig);
+    return set;
+}
 
 // One line on stderr in one write, so lines of the master and of its workers do not interleave.
 void say(const std::string& message) {
@@ -59,17 +86,57 @@ void say(const std::string& message) {
 }
 
 std::string describe_status(int status) {
-    if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));
+    if (WIFSIGNALED(status)) {
+        const int sig = WTERMSIG(status);
+        std::string s = "signal " + std::to_string(sig);
+        if (const char* name = ::sigabbrev_np(sig)) s += std::string(" (SIG") + name + ")";
+        if (sig == SIGKILL) s += ", perhaps by the OOM killer";
+        return s;
+    }
     return "exit status " + std::to_string(WEXITSTATUS(status));
+}
+
+std::string seconds_text(clock::duration d) {
+    std::ostringstream out;
+    out.precision(3);
+    out << std::chrono::duration<double>(d).count() << " s";
+    return out.str();
+}
+
+clock::time_point from_ns(std::uint64_t ns) {
+    // steady_clock is CLOCK_MONOTONIC on Linux: the same clock in every process.
+    return clock::time_point(std::chrono::duration_cast<clock::duration>(std::chrono::nanoseconds(ns)));
+}
+std::uint64_t to_ns(clock::time_point t) {
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+}
+
+void set_cloexec(int fd, bool on) {
+    int flags = ::fcntl(fd, F_GETFD);
+    if (flags < 0) return;
+    ::fcntl(fd, F_SETFD, on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC);
+}
+
+std::uint64_t rss_bytes(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/statm");
+    std::uint64_t size = 0, resident = 0;
+    if (!(in >> size >> resident)) return 0;
+    return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
 }
 
 struct worker {
     pid_t pid = 0;
+    std::size_t slot = 0;
     int ready_fd = -1;  // read end of the readiness pipe, -1 once read or closed
     bool ready = false;
     bool retiring = false;  // told to stop: its exit is expected, not respawned
+    bool queued = false;    // waiting in the replacement queue
+    bool boot_timed_out = false;
     clock::time_point started;
-    std::optional<clock::time_point> kill_at;  // retiring: SIGKILL then
+    clock::time_point ready_at;
+    std::optional<clock::time_point> kill_at;   // retiring: SIGKILL then
+    std::optional<clock::time_point> abort_at;  // hung: SIGABRT sent then
 };
 
 class supervisor {
@@ -87,6 +154,10 @@ class supervisor {
         sigemptyset(&sa.sa_mask);
         sa.sa_flags = SA_NOCLDSTOP;
         for (int sig : handled_signals) ::sigaction(sig, &sa, nullptr);
+        // A re-executed master starts with these blocked (see reexec): what arrived meanwhile is
+        // delivered now, into the new pipe.
+        const sigset_t set = handled_set();
+        ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
         try {
             write_pidfile(opts_.pidfile);
         } catch (const std::system_error& e) {
@@ -95,24 +166,81 @@ class supervisor {
             cleanup();
             return 1;
         }
-        say("master " + std::to_string(::getpid()) + ", " + std::to_string(target_) + " workers");
+        try {
+            if (opts_.inherited) {
+                board_.emplace(opts_.inherited->scoreboard_fd, opts_.inherited->scoreboard_slots);
+                wake_pipe[0] = opts_.inherited->wake_read_fd;
+                wake_pipe[1] = opts_.inherited->wake_write_fd;
+            } else {
+                board_.emplace(scoreboard_slots);
+                if (::pipe2(wake_pipe, O_NONBLOCK) != 0)
+                    throw std::system_error(errno, std::generic_category(), "pipe");
+            }
+            set_cloexec(board_->fd(), true);
+            set_cloexec(wake_pipe[0], true);
+            set_cloexec(wake_pipe[1], true);
+        } catch (const std::system_error& e) {
+            say(e.what());
+            cleanup();
+            return 1;
+        }
         next_spawn_at_ = clock::now();
+        if (opts_.inherited) {
+            adopt_workers(*opts_.inherited);
+        } else {
+            say("master " + std::to_string(::getpid()) + ", " + std::to_string(target_) +
+                " workers");
+        }
         loop();
         cleanup();
         return exit_code_;
     }
 
   private:
+    void adopt_workers(const inherited_state& st) {
+        booted_ = st.booted;
+        for (const auto& iw : st.workers) {
+            worker w;
+            w.pid = iw.pid;
+            w.slot = iw.slot;
+            w.ready = iw.ready;
+            w.retiring = iw.retiring;
+            w.ready_fd = iw.ready_fd;
+            if (w.ready_fd >= 0) set_cloexec(w.ready_fd, true);
+            w.started = from_ns(iw.started_ns);
+            w.ready_at = clock::now();
+            if (iw.kill_at_ns) w.kill_at = from_ns(iw.kill_at_ns);
+            workers_.push_back(w);
+        }
+        if (!opts_.cannot_spawn.empty()) {
+            say("master " + std::to_string(::getpid()) + " re-executed; the " +
+                std::to_string(live_count()) + " running workers keep serving");
+            return;
+        }
+        say("master " + std::to_string(::getpid()) + " re-executed with the new configuration " +
+            "and code, " + std::to_string(target_) + " workers; replacing the " +
+            std::to_string(live_count()) + " running ones one at a time");
+        for (auto& w : workers_)
+            if (!w.retiring) queue_replacement(w, "reload");
+        replacing_for_reload_ = true;
+        reload_step();
+    }
+
     void loop() {
         for (;;) {
             reap();
             if (stopping_ && workers_.empty()) return;
             const auto now = clock::now();
-            if (!stopping_) manage(now);
+            if (!stopping_) {
+                manage(now);
+                check_workers(now);
+                if (reexec_pending_ && !reload_new_ && replace_queue_.empty()) reexec();
+            }
             kill_stragglers(now);
 
             std::vector<pollfd> fds;
             fds.push_back({signal_pipe[0], POLLIN, 0});
+            fds.push_back({wake_pipe[0], POLLIN, 0});
             for (const auto& w : workers_)
                 if (w.ready_fd >= 0) fds.push_back({w.ready_fd, POLLIN, 0});
             int r = ::poll(fds.data(), fds.size(), poll_timeout_ms(clock::now()));
@@ -123,7 +251,8 @@ class supervisor {
             }
             if (r <= 0) continue;
             if (fds[0].revents & POLLIN) read_signals();
-            for (std::size_t i = 1; i < fds.size(); ++i)
+            if (fds[1].revents & POLLIN) drain(wake_pipe[0]);  // the next pass checks the wishes
+            for (std::size_t i = 2; i < fds.size(); ++i)
                 if (fds[i].revents) read_ready(fds[i].fd);
         }
     }
@@ -131,8 +260,10 @@ class supervisor {
     int poll_timeout_ms(clock::time_point now) const {
         auto wake = now + 1s;
         if (!stopping_ && live_count() < wanted()) wake = std::min(wake, next_spawn_at_);
-        for (const auto& w : workers_)
+        for (const auto& w : workers_) {
             if (w.kill_at) wake = std::min(wake, *w.kill_at);
+            if (w.abort_at) wake = std::min(wake, *w.abort_at + abort_to_kill);
+        }
         auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now).count();
         return static_cast<int>(std::clamp<long long>(ms + 1, 0, 1000));
     }
@@ -141,8 +272,14 @@ class supervisor {
         return static_cast<std::size_t>(std::count_if(workers_.begin(), workers_.end(),
                                                       [](const worker& w) { return !w.retiring; }));
     }
-    // During a rolling replacement the new worker is one more than the target until it is ready.
+    // During a replacement the new worker is one more than the target until it is ready.
     std::size_t wanted() const { return target_ + (reload_new_ ? 1 : 0); }
+
+    worker* find(pid_t pid) {
+        auto it = std::find_if(workers_.begin(), workers_.end(),
+                               [pid](const worker& w) { return w.pid == pid; });
+        return it == workers_.end() ? nullptr : &*it;
+    }
 
     void manage(clock::time_point now) {
         while (live_count() < wanted() && now >= next_spawn_at_) {
@@ -163,7 +300,104 @@ class supervisor {
         }
     }
 
+    // Boot timeouts, hung workers, and the reasons to recycle one: its own wish (max requests, a
+    // stuck request), its memory, its age.
+    void check_workers(clock::time_point now) {
+        const bool check_rss = opts_.max_rss_mb && now >= next_rss_check_;
+        if (check_rss) next_rss_check_ = now + rss_check_interval;
+        for (auto& w : workers_) {
+            if (!w.ready) {
+                if (!w.boot_timed_out && now - w.started > opts_.boot_timeout) {
+                    say("worker " + std::to_string(w.pid) + " not ready after " +
+                        seconds_text(now - w.started) + " (--boot-timeout); killing it");
+                    w.boot_timed_out = true;
+                    ::kill(w.pid, SIGKILL);
+                }
+                continue;
+            }
+            if (w.retiring) continue;
+            check_liveness(w, now);
+            worker_slot& slot = board_->at(w.slot);
+            if (const auto wish = slot.replacement.load(std::memory_order_acquire); wish && !w.queued)
+                queue_replacement(w, wish - 1 ==
+                                             static_cast<std::uint32_t>(
+                                                 supervision::replacement_reason::stuck_request)
+                                         ? "stuck request: " + slot.replacement_detail()
+                                         : slot.replacement_detail());
+            if (!w.queued && opts_.max_worker_lifetime.count() &&
+                now - w.started >= opts_.max_worker_lifetime)
+                queue_replacement(w, "up for " + seconds_text(now - w.started) +
+                                         " (--max-worker-lifetime)");
+            if (check_rss && !w.queued) {
+                const std::uint64_t rss = rss_bytes(w.pid);
+                if (rss > opts_.max_rss_mb * 1024 * 1024)
+                    queue_replacement(w, std::to_string(rss / (1024 * 1024)) + " MB resident (--max-rss " +
+                                             std::to_string(opts_.max_rss_mb) + ")");
+            }
+        }
+        if (!reload_new_ && !replace_queue_.empty() && now >= retry_replacement_at_) reload_step();
+    }
+
+    void check_liveness(worker& w, clock::time_point now) {
+        if (opts_.worker_timeout.count() == 0) return;
+        if (w.abort_at) {
+            if (now >= *w.abort_at + abort_to_kill) {
+                say("worker " + std::to_string(w.pid) + " still there after SIGABRT; killing it");
+                ::kill(w.pid, SIGKILL);
+                w.abort_at = now + 1h;  // once
+            }
+            return;
+        }
+        const worker_slot& slot = board_->at(w.slot);
+        const std::size_t threads = std::min<std::size_t>(
+            slot.io_threads.load(std::memory_order_relaxed), worker_slot::max_heartbeats);
+        for (std::size_t i = 0; i < threads; ++i) {
+            const clock::time_point beat =
+                std::max(from_ns(slot.heartbeat_ns[i].load(std::memory_order_relaxed)), w.ready_at);
+            if (now - beat > opts_.worker_timeout) {
+                say("worker " + std::to_string(w.pid) + ": io thread " + std::to_string(i) +
+                    " has not checked in for " + seconds_text(now - beat) +
+                    " (--worker-timeout), with " +
+                    std::to_string(slot.in_flight.load(std::memory_order_relaxed)) +
+                    " requests in flight; SIGABRT (stacks follow), then SIGKILL");
+                ::kill(w.pid, SIGABRT);
+                w.abort_at = now;
+                return;
+            }
+        }
+    }
+
+    void queue_replacement(worker& w, const std::string& why) {
+        if (w.queued || w.retiring) return;
+        w.queued = true;
+        replace_queue_.push_back(w.pid);
+        if (why != "reload") say("worker " + std::to_string(w.pid) + " to be replaced: " + why);
+    }
+
+    std::size_t free_slot() const {
+        std::vector<bool> used(board_->size(), false);
+        for (const auto& w : workers_) used[w.slot] = true;
+        for (std::size_t i = 0; i < used.size(); ++i)
+            if (!used[i]) return i;
+        return used.size();
+    }
+
     bool spawn() {
+        if (!opts_.cannot_spawn.empty()) {
+            say("cannot start a worker: " + opts_.cannot_spawn);
+            return false;
+        }
+        const std::size_t slot = free_slot();
+        if (slot >= board_->size()) {
+            say("cannot start a worker: every scoreboard slot is taken");
+            return false;
+        }
+        std::uint64_t limit = opts_.max_requests;
+        if (limit && opts_.max_requests_jitter)
+            limit += std::uniform_int_distribution<std::uint64_t>(0, opts_.max_requests_jitter)(rng_);
+        board_->at(slot).reset(limit);
+        board_->at(slot).io_threads.store(static_cast<std::uint32_t>(opts_.io_threads),
+                                          std::memory_order_relaxed);
         int ready_pipe[2];
         if (::pipe2(ready_pipe, O_CLOEXEC) != 0) {
             say(std::string("cannot create a pipe for a worker: ") + std::strerror(errno));
@@ -179,17 +413,19 @@ class supervisor {
             ::close(ready_pipe[1]);
             return false;
         }
-        if (pid == 0) worker_process(master_pid, ready_pipe[0], ready_pipe[1]);
+        if (pid == 0) worker_process(master_pid, slot, ready_pipe[0], ready_pipe[1]);
         ::close(ready_pipe[1]);
         worker w;
         w.pid = pid;
+        w.slot = slot;
         w.ready_fd = ready_pipe[0];
         w.started = clock::now();
         workers_.push_back(w);
         return true;
     }
 
-    [[noreturn]] void worker_process(pid_t master_pid, int read_end, int write_end) {
+    [[noreturn]] void worker_process(pid_t master_pid, std::size_t slot, int read_end,
+                                     int write_end) {
         // Dies with the master, even when the master is SIGKILLed; getppid() closes the race with a
         // master that died before prctl.
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -201,16 +437,16 @@ class supervisor {
         for (const auto& w : workers_)
             if (w.ready_fd >= 0) ::close(w.ready_fd);
         // The master's handlers are inherited by fork: a worker stops on SIGTERM (its server
-        // installs that), quits at once on SIGQUIT, and leaves SIGINT (a terminal's Ctrl-C reaches
-        // the whole group; the master forwards it as SIGTERM), SIGHUP, SIGTTIN and SIGTTOU to the
-        // master.
+        // installs that), quits at once on SIGQUIT, reopens its logs on SIGUSR1 (main.cpp), and
+        // leaves SIGINT (a terminal's Ctrl-C reaches the whole group; the master forwards it as
+        // SIGTERM), SIGHUP, SIGTTIN and SIGTTOU to the master.
         struct sigaction dfl {};
         dfl.sa_handler = SIG_DFL;
         sigemptyset(&dfl.sa_mask);
         for (int sig : handled_signals) ::sigaction(sig, &dfl, nullptr);
         struct sigaction ign = dfl;
         ign.sa_handler = SIG_IGN;
-        for (int sig : {SIGINT, SIGHUP, SIGTTIN, SIGTTOU}) ::sigaction(sig, &ign, nullptr);
+        for (int sig : {SIGINT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1}) ::sigaction(sig, &ign, nullptr);
         struct sigaction quit = dfl;
         quit.sa_handler = quit_now;
         ::sigaction(SIGQUIT, &quit, nullptr);
@@ -218,6 +454,9 @@ class supervisor {
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
 
+        ::close(wake_pipe[0]);
+        static slot_channel channel(board_->at(slot), wake_pipe[1]);
+        supervision::install(&channel);
         int code = 1;
         try {
             code = body_([write_end] {
@@ -247,17 +486,24 @@ class supervisor {
         it->ready_fd = -1;
         if (n != 1) return;  // it closed the pipe without being ready: SIGCHLD follows
         it->ready = true;
+        it->ready_at = clock::now();
         booted_ = true;
         say("worker " + std::to_string(it->pid) + " ready");
         if (it->pid == reload_new_) {
             reload_new_ = 0;
-            if (!reload_queue_.empty()) {
-                pid_t old = reload_queue_.front();
-                reload_queue_.erase(reload_queue_.begin());
-                for (auto& w : workers_)
-                    if (w.pid == old && !w.retiring) retire(w, clock::now());
+            backoff_replacement_ = backoff_initial;
+            if (!replace_queue_.empty()) {
+                pid_t old = replace_queue_.front();
+                replace_queue_.erase(replace_queue_.begin());
+                if (worker* w = find(old); w && !w->retiring) retire(*w, clock::now());
             }
             reload_step();
+        }
+    }
+
+    static void drain(int fd) {
+        char buf[256];
+        while (::read(fd, buf, sizeof buf) > 0) {
         }
     }
 
@@ -296,15 +542,26 @@ class supervisor {
                 if (target_ > 1) --target_;
                 say("received SIGTTOU, " + std::to_string(target_) + " workers");
                 break;
+            case SIGUSR1:
+                say("received SIGUSR1, reopening the log files");
+                if (opts_.reopen_logs) opts_.reopen_logs();
+                for (const auto& w : workers_) ::kill(w.pid, SIGUSR1);
+                break;
             case SIGHUP:
                 if (stopping_) break;
-                if (reload_new_ || !reload_queue_.empty()) {
-                    say("received SIGHUP, a replacement is already in progress");
+                if (reexec_pending_ || replacing_for_reload_) {
+                    say("received SIGHUP, a reload is already in progress");
+                    break;
+                }
+                if (!opts_.argv.empty()) {
+                    say("received SIGHUP, reloading the configuration and the code");
+                    reexec_pending_ = true;  // once no replacement is under way (loop)
                     break;
                 }
                 say("received SIGHUP, replacing the workers one at a time");
-                for (const auto& w : workers_)
-                    if (!w.retiring) reload_queue_.push_back(w.pid);
+                for (auto& w : workers_)
+                    if (!w.retiring) queue_replacement(w, "reload");
+                replacing_for_reload_ = true;
                 reload_step();
                 break;
             default:
@@ -312,27 +569,127 @@ class supervisor {
         }
     }
 
-    // The next old worker of a rolling replacement: start its successor; the old one is told to
-    // stop once the new one is ready.
+    // The next old worker to replace: start its successor; the old one is told to stop once the
+    // new one is ready.
     void reload_step() {
-        while (!reload_queue_.empty()) {
-            pid_t old = reload_queue_.front();
-            bool alive = std::any_of(workers_.begin(), workers_.end(), [old](const worker& w) {
-                return w.pid == old && !w.retiring;
-            });
-            if (alive) break;
-            reload_queue_.erase(reload_queue_.begin());  // died meanwhile: already respawned
+        while (!replace_queue_.empty()) {
+            worker* w = find(replace_queue_.front());
+            if (w && !w->retiring) break;
+            replace_queue_.erase(replace_queue_.begin());  // died meanwhile: already respawned
         }
-        if (reload_queue_.empty()) {
-            say("every worker replaced");
+        if (replace_queue_.empty()) {
+            if (replacing_for_reload_) say("every worker replaced");
+            replacing_for_reload_ = false;
             return;
         }
+        if (clock::now() < retry_replacement_at_) return;
         if (!spawn()) {
-            say("replacement aborted: cannot start a new worker");
-            reload_queue_.clear();
+            say("replacement postponed: cannot start a new worker");
+            postpone_replacements();
             return;
         }
         reload_new_ = workers_.back().pid;
+    }
+
+    // A successor failed to boot: the old workers keep serving; their replacement (a recycle) is
+    // tried again after a backoff, a reload is abandoned.
+    void postpone_replacements() {
+        if (replacing_for_reload_) {
+            for (auto& w : workers_) w.queued = false;
+            replace_queue_.clear();
+            replacing_for_reload_ = false;
+            return;
+        }
+        retry_replacement_at_ = clock::now() + backoff_replacement_;
+        backoff_replacement_ = std::min<clock::duration>(backoff_replacement_ * 2, backoff_max);
+    }
+
+    // HUP with a command line to run again: check the new configuration with a copy of the
+    // binary, then execve this process (same pid: the service manager's MAINPID and the workers'
+    // parent stay) with the sockets, the scoreboard and the workers described in the environment.
+    void reexec() {
+        reexec_pending_ = false;
+        if (!configuration_checks_out()) {
+            say("reload refused: the new configuration has errors (above); the workers keep " +
+                std::string("serving"));
+            return;
+        }
+        const sigset_t set = handled_set();
+        sigset_t old;
+        ::sigprocmask(SIG_BLOCK, &set, &old);
+        // What arrived before the block is in the pipe: a stop wins over the reload.
+        read_signals();
+        if (stopping_) {
+            ::sigprocmask(SIG_SETMASK, &old, nullptr);
+            return;
+        }
+        std::ostringstream state;
+        for (const auto& l : opts_.listeners)
+            state << "listener " << l.fd << " " << l.protocol << " " << l.address << ";";
+        state << "board " << board_->fd() << " " << board_->size() << ";";
+        state << "wake " << wake_pipe[0] << " " << wake_pipe[1] << ";";
+        for (const auto& w : workers_)
+            state << "worker " << w.pid << " " << w.slot << " " << to_ns(w.started) << " "
+                  << w.ready << " " << w.retiring << " " << (w.kill_at ? to_ns(*w.kill_at) : 0)
+                  << " " << w.ready_fd << ";";
+        state << "booted " << booted_ << ";";
+        std::vector<int> kept;
+        for (const auto& l : opts_.listeners) kept.push_back(l.fd);
+        kept.push_back(board_->fd());
+        kept.push_back(wake_pipe[0]);
+        kept.push_back(wake_pipe[1]);
+        for (const auto& w : workers_)
+            if (w.ready_fd >= 0) kept.push_back(w.ready_fd);
+        for (int fd : kept) set_cloexec(fd, false);
+        ::setenv(state_env, state.str().c_str(), 1);
+        std::vector<char*> argv;
+        for (const auto& a : opts_.argv) argv.push_back(const_cast<char*>(a.c_str()));
+        argv.push_back(nullptr);
+        say("re-executing the master (pid " + std::to_string(::getpid()) + " stays)");
+        std::cout.flush();
+        std::cerr.flush();
+        std::fflush(nullptr);
+        ::execve("/proc/self/exe", argv.data(), environ);
+        const int e = errno;
+        ::unsetenv(state_env);
+        for (int fd : kept) set_cloexec(fd, true);
+        ::sigprocmask(SIG_SETMASK, &old, nullptr);
+        say(std::string("cannot re-execute the master: ") + std::strerror(e) +
+            "; replacing the workers without reloading the master");
+        for (auto& w : workers_)
+            if (!w.retiring) queue_replacement(w, "reload");
+        replacing_for_reload_ = true;
+        reload_step();
+    }
+
+    bool configuration_checks_out() {
+        const pid_t pid = ::fork();
+        if (pid < 0) {
+            say(std::string("cannot fork to check the configuration: ") + std::strerror(errno));
+            return false;
+        }
+        if (pid == 0) {
+            ::setenv(check_config_env, "1", 1);
+            std::vector<char*> argv;
+            for (const auto& a : opts_.argv) argv.push_back(const_cast<char*>(a.c_str()));
+            argv.push_back(nullptr);
+            ::execve("/proc/self/exe", argv.data(), environ);
+            ::_exit(127);
+        }
+        const auto deadline = clock::now() + config_check_timeout;
+        for (;;) {
+            int status = 0;
+            pid_t r = ::waitpid(pid, &status, WNOHANG);
+            if (r == pid) return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+            if (r < 0 && errno != EINTR) return false;
+            if (clock::now() > deadline) {
+                ::kill(pid, SIGKILL);
+                ::waitpid(pid, &status, 0);
+                say("the configuration check did not finish in time");
+                return false;
+            }
+            ::usleep(10000);
+        }
     }
 
     void retire(worker& w, clock::time_point now) {
@@ -343,16 +700,18 @@ class supervisor {
 
     void begin_graceful_stop(clock::time_point now) {
         stopping_ = true;
-        reload_queue_.clear();
+        replace_queue_.clear();
         reload_new_ = 0;
+        reexec_pending_ = false;
         for (auto& w : workers_)
             if (!w.retiring) retire(w, now);
     }
 
     void begin_quick_stop() {
         stopping_ = true;
-        reload_queue_.clear();
+        replace_queue_.clear();
         reload_new_ = 0;
+        reexec_pending_ = false;
         for (auto& w : workers_) {
             w.retiring = true;
             w.kill_at.reset();
@@ -381,6 +740,8 @@ class supervisor {
             worker w = *it;
             workers_.erase(it);
             if (w.ready_fd >= 0) ::close(w.ready_fd);
+            auto q = std::find(replace_queue_.begin(), replace_queue_.end(), w.pid);
+            if (q != replace_queue_.end()) replace_queue_.erase(q);
             on_exit(w, status);
         }
     }
@@ -388,32 +749,37 @@ class supervisor {
     void on_exit(const worker& w, int status) {
         const std::string who = "worker " + std::to_string(w.pid);
         const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        const std::uint64_t in_flight = board_->at(w.slot).in_flight.load(std::memory_order_relaxed);
+        const std::string lost =
+            in_flight ? ", " + std::to_string(in_flight) + " requests in flight lost" : "";
         if (w.retiring) {
-            say(who + (clean ? " stopped" : " stopped (" + describe_status(status) + ")"));
+            say(who + (clean ? " stopped" : " stopped (" + describe_status(status) + lost + ")"));
             return;
         }
         if (stopping_) {
-            say(who + " exited (" + describe_status(status) + ")");
+            say(who + " exited (" + describe_status(status) + lost + ")");
             return;
         }
+        const std::string boot = w.boot_timed_out ? "did not become ready in time" : "failed to boot";
         if (!w.ready && !booted_) {
             // The first workers cannot import their apps: respawning would only repeat it.
-            say(who + " failed to boot (" + describe_status(status) + "); stopping");
+            say(who + " " + boot + " (" + describe_status(status) + "); stopping");
             exit_code_ = 1;
             begin_graceful_stop(clock::now());
             return;
         }
         if (!w.ready && w.pid == reload_new_) {
-            say(who + " failed to boot (" + describe_status(status) +
-                "); replacement aborted, the old workers keep serving");
             reload_new_ = 0;
-            reload_queue_.clear();
+            say(who + " " + boot + " (" + describe_status(status) + "); " +
+                (replacing_for_reload_ ? "reload abandoned, the old workers keep serving"
+                                       : "the worker it replaces keeps serving for now"));
+            postpone_replacements();
             return;
         }
         const auto now = clock::now();
         if (now - w.started >= healthy_lifetime) backoff_ = backoff_initial;
         next_spawn_at_ = now + backoff_;
-        say(who + " exited (" + describe_status(status) + "); respawning" +
+        say(who + " exited (" + describe_status(status) + lost + "); respawning" +
             (backoff_ > backoff_initial
                  ? " in " +
                        std::to_string(
@@ -425,7 +791,7 @@ class supervisor {
     }
 
     void cleanup() {
-        for (int fd : opts_.listener_fds) ::close(fd);
+        for (const auto& l : opts_.listeners) ::close(l.fd);
         for (const auto& path : opts_.unix_paths) ::unlink(path.c_str());
         if (pidfile_written_ && !opts_.pidfile.empty()) ::unlink(opts_.pidfile.c_str());
         struct sigaction dfl {};
@@ -435,6 +801,9 @@ class supervisor {
         ::close(signal_pipe[0]);
         ::close(signal_pipe[1]);
         signal_pipe[0] = signal_pipe[1] = -1;
+        if (wake_pipe[0] >= 0) ::close(wake_pipe[0]);
+        if (wake_pipe[1] >= 0) ::close(wake_pipe[1]);
+        wake_pipe[0] = wake_pipe[1] = -1;
         say("stopped");
     }
 
@@ -443,17 +812,67 @@ class supervisor {
     bool pidfile_written_ = true;
     const worker_body& body_;
     std::size_t target_;
+    std::optional<scoreboard> board_;
     std::vector<worker> workers_;
     clock::time_point next_spawn_at_;
     clock::duration backoff_ = backoff_initial;
+    clock::time_point next_rss_check_;
+    clock::time_point retry_replacement_at_;
+    clock::duration backoff_replacement_ = backoff_initial;
+    std::mt19937_64 rng_{std::random_device{}()};
     bool booted_ = false;  // some worker has been ready: startup is over
     bool stopping_ = false;
+    bool reexec_pending_ = false;
+    bool replacing_for_reload_ = false;
     int exit_code_ = 0;
-    std::vector<pid_t> reload_queue_;  // old workers still to replace
-    pid_t reload_new_ = 0;             // the replacement booting now
+    std::vector<pid_t> replace_queue_;  // old workers still to replace, in order
+    pid_t reload_new_ = 0;              // the replacement booting now
 };
 
+std::vector<std::string> split(const std::string& text, char sep) {
+    std::vector<std::string> out;
+    std::string item;
+    std::istringstream in(text);
+    while (std::getline(in, item, sep))
+        if (!item.empty()) out.push_back(item);
+    return out;
+}
+
 }  // namespace
+
+std::optional<inherited_state> take_inherited_state() {
+    const char* text = std::getenv(state_env);
+    if (!text) return std::nullopt;
+    const std::string copy = text;
+    ::unsetenv(state_env);  // not for the workers, nor for a master started by them
+    inherited_state st;
+    for (const auto& record : split(copy, ';')) {
+        std::istringstream in(record);
+        std::string kind;
+        in >> kind;
+        if (kind == "listener") {
+            inherited_state::listener l;
+            in >> l.fd >> l.protocol;
+            std::getline(in >> std::ws, l.address);
+            st.listeners.push_back(l);
+        } else if (kind == "board") {
+            in >> st.scoreboard_fd >> st.scoreboard_slots;
+        } else if (kind == "worker") {
+            inherited_state::worker w;
+            in >> w.pid >> w.slot >> w.started_ns >> w.ready >> w.retiring >> w.kill_at_ns >>
+                w.ready_fd;
+            st.workers.push_back(w);
+        } else if (kind == "wake") {
+            in >> st.wake_read_fd >> st.wake_write_fd;
+        } else if (kind == "booted") {
+            in >> st.booted;
+        }
+        if (in.fail()) throw std::runtime_error(std::string("malformed ") + state_env + ": " + record);
+    }
+    if (st.scoreboard_fd < 0 || st.wake_read_fd < 0 || st.listeners.empty())
+        throw std::runtime_error(std::string("malformed ") + state_env);
+    return st;
+}
 
 void write_pidfile(const std::string& path) {
     if (path.empty()) return;

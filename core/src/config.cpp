@@ -143,6 +143,22 @@ void apply_config(config& cfg, const nlohmann::json& doc) {
                 if (as_bool(v, ptr) && cfg.processes.workers == 0) cfg.processes.workers = 1;
             } else if (key == "preload") {
                 cfg.processes.preload = as_bool(v, ptr);
+            } else if (key == "lazy_apps") {
+                cfg.processes.preload = !as_bool(v, ptr);
+            } else if (key == "boot_timeout") {
+                cfg.processes.boot_timeout = as_seconds(v, ptr);
+                if (cfg.processes.boot_timeout.count() == 0)
+                    throw config_error(ptr, "a worker needs some time to boot (seconds > 0)");
+            } else if (key == "worker_timeout") {
+                cfg.processes.worker_timeout = as_seconds(v, ptr);
+            } else if (key == "max_requests") {
+                cfg.processes.max_requests = as_count(v, ptr, 0, UINT64_MAX);
+            } else if (key == "max_requests_jitter") {
+                cfg.processes.max_requests_jitter = as_count(v, ptr, 0, UINT64_MAX);
+            } else if (key == "max_rss") {
+                cfg.processes.max_rss_mb = as_count(v, ptr, 0, 1024 * 1024);
+            } else if (key == "max_worker_lifetime") {
+                cfg.processes.max_worker_lifetime = as_seconds(v, ptr);
             } else if (key == "pidfile") {
                 cfg.processes.pidfile = as_string(v, ptr);
                 if (cfg.processes.pidfile.empty()) throw config_error(ptr, "empty path");
@@ -176,6 +192,10 @@ void apply_config(config& cfg, const nlohmann::json& doc) {
                 cfg.python.chdir = as_string(v, ptr);
             } else if (key == "access_log") {
                 cfg.access_log = as_bool(v, ptr);
+            } else if (key == "access_log_file") {
+                cfg.access_log_file = as_string(v, ptr);
+            } else if (key == "error_log_file") {
+                cfg.error_log_file = as_string(v, ptr);
             } else if (key == "disable_logging") {
                 cfg.access_log = !as_bool(v, ptr);
             } else if (key == "chmod_socket") {

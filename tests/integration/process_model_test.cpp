@@ -16,6 +16,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 
 using namespace corgi::test;
@@ -207,7 +208,7 @@ TEST_CASE("process model: a worker killed with SIGKILL is logged and replaced by
     const pid_t victim = *before.begin();
     REQUIRE(::kill(victim, SIGKILL) == 0);
     CHECK(srv.process().wait_for_err(
-        "worker " + std::to_string(victim) + " exited (signal 9); respawning", 5s));
+        "worker " + std::to_string(victim) + " exited (signal 9 (SIGKILL), perhaps by the OOM killer); respawning", 5s));
     REQUIRE(srv.wait_workers(2));
     auto after = srv.workers();
     CHECK(after.count(victim) == 0);
@@ -362,9 +363,10 @@ TEST_CASE("process model: SIGTTIN adds a worker, SIGTTOU removes one but never t
     CHECK(::stat(pidfile.path.c_str(), &st) != 0);  // removed at exit
 }
 
-TEST_CASE("process model: an app that fails to import stops the master with its traceback",
+TEST_CASE("process model: with --lazy-apps an app that fails to import in the workers stops the "
+          "master with its traceback",
           "[process_model]") {
-    child_process p({corgi_binary(), "--processes", "2", "--http", "127.0.0.1:0", "--pythonpath",
+    child_process p({corgi_binary(), "--processes", "2", "--lazy-apps", "--http", "127.0.0.1:0", "--pythonpath",
                      source_dir() + "/tests/wsgi/integration/apps", "--wsgi", "broken_import"},
                     source_dir());
     auto status = p.wait_exit(10s);
@@ -461,34 +463,84 @@ TEST_CASE("process model: a crash-looping worker is respawned with backoff, the 
     CHECK(srv.workers().count(healthy) == 1);
 }
 
+// A module in a temporary directory that the test rewrites between reloads.
+struct temp_app_dir {
+    std::string dir = temp_path("apps");
+    temp_app_dir() { REQUIRE(::mkdir(dir.c_str(), 0700) == 0); }
+    ~temp_app_dir() {
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);  // the module and its __pycache__
+    }
+    std::string module(const std::string& name) const { return dir + "/" + name + ".py"; }
+    // An app answering "VERSION PID"; IMPORTED_BY and the postfork pids on /who.
+    void write_versioned(const std::string& name, const std::string& version) const {
+        write_file(module(name),
+                   "import os\nimport corgi\nVERSION = '" + version +
+                       "'\nIMPORTED_BY = os.getpid()\n\n"
+                       "def application(environ, start_response):\n"
+                       "    body = f'{VERSION} {os.getpid()} {IMPORTED_BY}'.encode()\n"
+                       "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                       "    return [body]\n");
+    }
+};
+
+std::vector<std::string> answer_fields(std::uint16_t port) {
+    auto r = fetch(port, "/");
+    if (!r || r->status != 200) return {};
+    std::vector<std::string> out;
+    std::istringstream in(r->body);
+    for (std::string f; in >> f;) out.push_back(f);
+    return out;
+}
+
 TEST_CASE("process model: SIGHUP with an app that no longer imports keeps the old workers",
           "[process_model]") {
-    const std::string dir = temp_path("apps");
-    REQUIRE(::mkdir(dir.c_str(), 0700) == 0);
-    const std::string module = dir + "/reloaded_app.py";
-    write_file(module,
-               "import os\n\ndef application(environ, start_response):\n"
-               "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
-               "    return [str(os.getpid()).encode()]\n");
-    struct cleanup {
-        std::string dir;
-        ~cleanup() {
-            std::error_code ec;
-            std::filesystem::remove_all(dir, ec);  // the module and its __pycache__
+    for (bool lazy : {false, true}) {
+        DYNAMIC_SECTION((lazy ? "--lazy-apps" : "preloaded")) {
+            temp_app_dir apps;
+            apps.write_versioned("reloaded_app", "v1");
+            std::vector<std::string> flags{"--processes", "2", "--io-threads", "1",
+                                           "--disable-logging", "--pythonpath", apps.dir, "--wsgi",
+                                           "reloaded_app"};
+            if (lazy) flags.push_back("--lazy-apps");
+            prefork_server srv(flags, 2);
+            const auto workers = srv.workers();
+            write_file(apps.module("reloaded_app"),
+                       "raise RuntimeError('broken on purpose for the reload test')\n");
+            srv.process().send_signal(SIGHUP);
+            // Lazy: the new worker fails to boot; preloaded: the re-executed master fails to import.
+            CHECK(srv.process().wait_for_err(lazy ? "reload abandoned, the old workers keep serving"
+                                                  : "the running workers keep serving",
+                                             10s));
+            CHECK(srv.err().find("broken on purpose") != std::string::npos);
+            std::this_thread::sleep_for(300ms);
+            CHECK(srv.workers() == workers);
+            for (int i = 0; i < 5; ++i) {
+                auto f = answer_fields(srv.port());
+                REQUIRE(f.size() == 3);
+                CHECK(f[0] == "v1");
+                CHECK(workers.count(std::stol(f[1])) == 1);
+            }
+            CHECK(srv.process().running());
+            // Fixed: the next HUP reloads.
+            apps.write_versioned("reloaded_app", "v2");
+            srv.process().send_signal(SIGHUP);
+            CHECK(eventually(
+                [&] {
+                    auto now = srv.workers();
+                    if (now.size() != 2) return false;
+                    for (pid_t pid : now)
+                        if (workers.count(pid)) return false;
+                    return true;
+                },
+                15s));
+            for (int i = 0; i < 5; ++i) {
+                auto f = answer_fields(srv.port());
+                REQUIRE(f.size() == 3);
+                CHECK(f[0] == "v2");
+            }
         }
-    } guard{dir};
-    prefork_server srv({"--processes", "2", "--io-threads", "1", "--disable-logging",
-                        "--pythonpath", dir, "--wsgi", "reloaded_app"},
-                       2);
-    const auto workers = srv.workers();
-    write_file(module, "raise RuntimeError('broken on purpose for the reload test')\n");
-    srv.process().send_signal(SIGHUP);
-    CHECK(srv.process().wait_for_err("replacement aborted", 10s));
-    CHECK(srv.err().find("broken on purpose") != std::string::npos);
-    std::this_thread::sleep_for(300ms);
-    CHECK(srv.workers() == workers);
-    for (int i = 0; i < 5; ++i) CHECK(workers.count(srv.served_by()) == 1);
-    CHECK(srv.process().running());
+    }
 }
 
 TEST_CASE("process model: SIGQUIT stops at once, in-flight requests included", "[process_model]") {
@@ -575,4 +627,312 @@ TEST_CASE("process model: --preload with an app that fails to import forks no wo
     CHECK(*status == 1);
     CHECK(p.err().find("corgi_no_such_module_for_the_test") != std::string::npos);
     CHECK(p.err().find("worker") == std::string::npos);
+}
+
+TEST_CASE("process model: apps are preloaded by default, --lazy-apps imports them in each worker; "
+          "post-fork hooks run once in every worker",
+          "[process_model][preload]") {
+    {
+        prefork_server srv(2);
+        const std::string master = std::to_string(srv.master());
+        auto r = fetch(srv.port(), "/imported-by");
+        REQUIRE(r);
+        CHECK(r->body == master);
+        // @corgi.postfork ran in the worker itself (the list is per process after the fork).
+        for (int i = 0; i < 4; ++i) {
+            auto who = fetch(srv.port(), "/postfork");
+            auto pid = fetch(srv.port(), "/");
+            REQUIRE(who);
+            CHECK(srv.workers().count(std::stol(who->body)) == 1);
+            CHECK(who->body.find(',') == std::string::npos);
+        }
+    }
+    {
+        prefork_server srv(prefork_server::with_app({"--processes", "2", "--lazy-apps"}), 2);
+        std::set<std::string> importers;
+        for (int i = 0; i < 200 && importers.size() < 2; ++i) {
+            auto r = fetch(srv.port(), "/imported-by");
+            REQUIRE(r);
+            importers.insert(r->body);
+        }
+        std::set<std::string> workers;
+        for (pid_t pid : srv.workers()) workers.insert(std::to_string(pid));
+        CHECK(importers == workers);
+        auto who = fetch(srv.port(), "/postfork");
+        REQUIRE(who);
+        CHECK(srv.workers().count(std::stol(who->body)) == 1);
+    }
+    {
+        // The C++ hook (corgi::supervision::at_worker_start) of the demo's /process route.
+        prefork_server srv({"--processes", "2", "--io-threads", "1", "--disable-logging"}, 2);
+        for (int i = 0; i < 4; ++i) {
+            auto r = fetch(srv.port(), "/process");
+            REQUIRE(r);
+            std::string pid = r->body.substr(4, r->body.find(' ') - 4);
+            CHECK(srv.workers().count(std::stol(pid)) == 1);
+            CHECK(r->body == "pid=" + pid + " worker_start_hook_pid=" + pid + "\n");
+        }
+    }
+}
+
+TEST_CASE("process model: SIGHUP re-executes the master (same pid) and reloads code and "
+          "configuration, preloaded or lazy, without failing a request",
+          "[process_model]") {
+    for (bool lazy : {false, true}) {
+        DYNAMIC_SECTION((lazy ? "--lazy-apps" : "preloaded")) {
+            temp_app_dir apps;
+            apps.write_versioned("versioned_app", "v1");
+            temp_file cfg("reload.json", R"({"processes": 2})");
+            std::vector<std::string> flags{"--config", cfg.path, "--io-threads", "1",
+                                           "--disable-logging", "--pythonpath", apps.dir,
+                                           "--wsgi", "versioned_app"};
+            if (lazy) flags.push_back("--lazy-apps");
+            prefork_server srv(flags, 2);
+            const pid_t master = srv.master();
+            std::atomic<bool> done{false};
+            std::atomic<int> ok{0}, failed{0};
+            std::thread load([&] {
+                const auto deadline = clock::now() + 60s;
+                while (!done && clock::now() < deadline) {
+                    if (answer_fields(srv.port()).size() == 3)
+                        ++ok;
+                    else
+                        ++failed;
+                    std::this_thread::sleep_for(2ms);
+                }
+            });
+            auto generation_serves = [&](const std::string& version, std::size_t count) {
+                return eventually(
+                    [&] {
+                        auto now = srv.workers();
+                        if (now.size() != count) return false;
+                        for (int i = 0; i < 6; ++i) {
+                            auto f = answer_fields(srv.port());
+                            if (f.size() != 3 || f[0] != version || !now.count(std::stol(f[1])))
+                                return false;
+                            // Preloaded: imported by the (re-executed) master; lazy: by the worker.
+                            if (f[2] != (lazy ? f[1] : std::to_string(master))) return false;
+                        }
+                        return true;
+                    },
+                    20s);
+            };
+            apps.write_versioned("versioned_app", "v2");
+            srv.process().send_signal(SIGHUP);
+            CHECK(generation_serves("v2", 2));
+            // The configuration is read again too: three workers now.
+            write_file(cfg.path, R"({"processes": 3})");
+            apps.write_versioned("versioned_app", "v3");
+            srv.process().send_signal(SIGHUP);
+            CHECK(generation_serves("v3", 3));
+            done = true;
+            load.join();
+            INFO(srv.err());
+            CHECK(srv.master() == master);
+            CHECK(srv.process().running());
+            CHECK(count_of(srv.err(), "re-executing the master (pid " + std::to_string(master) +
+                                          " stays)") == 2);
+            CHECK(failed == 0);
+            CHECK(ok > 20);
+        }
+    }
+}
+
+TEST_CASE("process model: a SIGHUP with a broken configuration is refused; the workers serve on",
+          "[process_model]") {
+    temp_file cfg("broken.json", R"({"processes": 2})");
+    prefork_server srv(prefork_server::with_app({"--config", cfg.path}), 2);
+    const auto workers = srv.workers();
+    write_file(cfg.path, R"({"processes": "many"})");
+    srv.process().send_signal(SIGHUP);
+    CHECK(srv.process().wait_for_err("reload refused: the new configuration has errors", 10s));
+    CHECK(srv.err().find("/processes") != std::string::npos);
+    CHECK(srv.err().find("re-executing") == std::string::npos);
+    std::this_thread::sleep_for(300ms);
+    CHECK(srv.workers() == workers);
+    CHECK(workers.count(srv.served_by()) == 1);
+}
+
+TEST_CASE("process model: --check-config reads and checks everything, then exits",
+          "[process_model]") {
+    auto good = run({corgi_binary(), "--processes", "2", "--http", "127.0.0.1:1", "--check-config"},
+                    source_dir(), 5s);
+    CHECK(good.exit_code == 0);
+    CHECK(good.out.find("configuration OK") != std::string::npos);
+    CHECK(good.err.find("serving") == std::string::npos);  // nothing bound
+    temp_file bad_routes("routes.json", R"({"routes": [{"rule": "/<int:x", "endpoint": "hello"}]})");
+    auto bad = run({corgi_binary(), "--config", bad_routes.path, "--check-config"}, source_dir(), 5s);
+    CHECK(bad.exit_code == 2);
+    CHECK(bad.err.find("/routes/0/rule") != std::string::npos);
+    auto bad_flag = run({corgi_binary(), "--max-requests", "x", "--check-config"}, source_dir(), 5s);
+    CHECK(bad_flag.exit_code == 2);
+    CHECK(bad_flag.err.find("--max-requests") != std::string::npos);
+}
+
+TEST_CASE("process model: a worker not ready within --boot-timeout is killed; at start the "
+          "master gives up",
+          "[process_model]") {
+    temp_app_dir apps;
+    write_file(apps.module("slow_boot"),
+               "import time\ntime.sleep(30)\n\ndef application(environ, start_response):\n"
+               "    start_response('200 OK', [])\n    return [b'']\n");
+    child_process p({corgi_binary(), "--processes", "1", "--lazy-apps", "--boot-timeout", "1",
+                     "--http", "127.0.0.1:0", "--pythonpath", apps.dir, "--wsgi", "slow_boot"},
+                    source_dir());
+    auto status = p.wait_exit(15s);
+    INFO(p.err());
+    REQUIRE(status);
+    CHECK(*status == 1);
+    CHECK(p.err().find("(--boot-timeout); killing it") != std::string::npos);
+    CHECK(p.err().find("did not become ready in time") != std::string::npos);
+}
+
+TEST_CASE("process model: a worker whose io thread stops checking in is aborted (Python's "
+          "stacks in the log) and replaced",
+          "[process_model]") {
+    prefork_server srv(2, {"--worker-timeout", "1"});
+    const auto before = srv.workers();
+    const pid_t victim = *before.begin();
+    // A stopped process runs no io thread: exactly what a hung one looks like to the master.
+    REQUIRE(::kill(victim, SIGSTOP) == 0);
+    REQUIRE(srv.process().wait_for_err("worker " + std::to_string(victim) +
+                                           ": io thread 0 has not checked in for",
+                                       10s));
+    // SIGABRT is pending: let it run, so that faulthandler writes the stacks.
+    ::kill(victim, SIGCONT);
+    CHECK(srv.process().wait_for_err("Fatal Python error: Aborted", 5s));
+    CHECK(srv.process().wait_for_err("worker " + std::to_string(victim) + " exited (signal 6", 10s));
+    REQUIRE(srv.wait_workers(2));
+    CHECK(srv.workers().count(victim) == 0);
+    CHECK(srv.workers().count(*std::next(before.begin())) == 1);  // the healthy one stays
+    INFO(srv.err());
+    CHECK(srv.err().find("Current thread") != std::string::npos);
+    // A worker that stays stopped is SIGKILLed after the abort.
+    const pid_t second = *srv.workers().begin();
+    REQUIRE(::kill(second, SIGSTOP) == 0);
+    CHECK(srv.process().wait_for_err("worker " + std::to_string(second) +
+                                         " still there after SIGABRT; killing it",
+                                     15s));
+    CHECK(srv.wait_workers(2));
+}
+
+TEST_CASE("process model: --max-requests with jitter recycles a worker gracefully, one at a time",
+          "[process_model]") {
+    prefork_server srv(1, {"--max-requests", "20", "--max-requests-jitter", "10"});
+    std::set<pid_t> seen;
+    int failed = 0, requests = 0;
+    const auto deadline = clock::now() + 30s;
+    while (seen.size() < 4 && clock::now() < deadline) {
+        pid_t pid = srv.served_by();
+        ++requests;
+        if (pid == 0) ++failed;
+        seen.insert(pid);
+        // Never two generations' worth at once: one worker, plus its successor while it boots.
+        CHECK(srv.workers().size() <= 2);
+    }
+    INFO(srv.err());
+    CHECK(failed == 0);
+    CHECK(seen.size() >= 4);
+    // A worker serves its 20..30 requests, and a few more while its successor boots.
+    CHECK(requests >= 3 * 20);
+    const std::string log = srv.err();
+    CHECK(log.find("requests served (--max-requests)") != std::string::npos);
+    // Every limit was 20 + 0..10.
+    for (auto pos = log.find("to be replaced: "); pos != std::string::npos;
+         pos = log.find("to be replaced: ", pos + 1)) {
+        const int n = std::stoi(log.substr(pos + 16));
+        CHECK(n >= 20);
+        CHECK(n <= 30);
+    }
+}
+
+TEST_CASE("process model: --max-rss and --max-worker-lifetime recycle workers", "[process_model]") {
+    {
+        prefork_server srv(1, {"--max-rss", "1"});  // every worker is above 1 MB
+        const pid_t first = *srv.workers().begin();
+        CHECK(srv.process().wait_for_err("MB resident (--max-rss 1)", 10s));
+        CHECK(eventually([&] { return srv.workers().size() == 1 && !srv.workers().count(first); },
+                         15s));
+        CHECK(srv.served_by() != 0);
+    }
+    {
+        prefork_server srv(2, {"--max-worker-lifetime", "1"});
+        const auto first = srv.workers();
+        CHECK(srv.process().wait_for_err("(--max-worker-lifetime)", 10s));
+        CHECK(eventually(
+            [&] {
+                auto now = srv.workers();
+                if (now.size() != 2) return false;
+                for (pid_t pid : now)
+                    if (first.count(pid)) return false;
+                return true;
+            },
+            20s));
+        CHECK(srv.served_by() != 0);
+    }
+}
+
+TEST_CASE("process model: a worker killed mid-request is logged with the requests it had in flight",
+          "[process_model]") {
+    prefork_server srv(1);
+    const pid_t victim = *srv.workers().begin();
+    std::vector<http_client> clients;
+    for (int i = 0; i < 3; ++i) {
+        clients.push_back(http_client::tcp(srv.port()));
+        REQUIRE(clients.back().send(get_request("/sleep?ms=5000")));
+    }
+    std::this_thread::sleep_for(500ms);
+    REQUIRE(::kill(victim, SIGKILL) == 0);
+    CHECK(srv.process().wait_for_err("worker " + std::to_string(victim) +
+                                         " exited (signal 9 (SIGKILL), perhaps by the OOM killer, "
+                                         "3 requests in flight lost); respawning",
+                                     5s));
+    INFO(srv.err());
+    CHECK(srv.wait_workers(1));
+}
+
+TEST_CASE("process model: SIGUSR1 reopens --access-log and --error-log after a rotation",
+          "[process_model]") {
+    for (bool master : {false, true}) {
+        DYNAMIC_SECTION((master ? "master and workers" : "single process")) {
+            temp_file access("access.log");
+            temp_file errors("error.log");
+            std::vector<std::string> args{"--access-log", access.path, "--error-log", errors.path,
+                                          "--io-threads", "1"};
+            if (master) args.insert(args.end(), {"--processes", "2"});
+            child_process p([&] {
+                std::vector<std::string> argv{corgi_binary(), "--http", "127.0.0.1:0"};
+                argv.insert(argv.end(), args.begin(), args.end());
+                return argv;
+            }(), source_dir());
+            std::uint16_t port = 0;
+            REQUIRE(eventually(
+                [&] {
+                    const std::string log = read_file(errors.path);
+                    auto pos = log.find("serving http on 127.0.0.1:");
+                    if (pos == std::string::npos) return false;
+                    if (master && count_of(log, " ready") < 2) return false;
+                    port = static_cast<std::uint16_t>(std::stoi(log.substr(pos + 26)));
+                    return true;
+                },
+                10s));
+            CHECK(p.err().empty());  // the error log went to the file
+            REQUIRE(fetch(port, "/plaintext"));
+            CHECK(eventually([&] { return read_file(access.path).find("/plaintext") != std::string::npos; }, 3s));
+            // logrotate: move the files away, then USR1.
+            const std::string rotated = access.path + ".1", rotated_err = errors.path + ".1";
+            REQUIRE(::rename(access.path.c_str(), rotated.c_str()) == 0);
+            REQUIRE(::rename(errors.path.c_str(), rotated_err.c_str()) == 0);
+            p.send_signal(SIGUSR1);
+            std::this_thread::sleep_for(500ms);
+            for (int i = 0; i < 6; ++i) REQUIRE(fetch(port, "/json"));  // both workers, likely
+            CHECK(eventually([&] { return read_file(access.path).find("/json") != std::string::npos; }, 3s));
+            CHECK(read_file(rotated).find("/json") == std::string::npos);
+            p.send_signal(SIGTERM);
+            CHECK(p.wait_exit(10s) == std::optional<int>(0));
+            CHECK(read_file(errors.path).find("stopped") != std::string::npos);
+            std::remove(rotated.c_str());
+            std::remove(rotated_err.c_str());
+        }
+    }
 }

@@ -9,6 +9,9 @@
 #include "asyncio_bridge.hpp"
 #include "fiber.hpp"
 #include "lane.hpp"
+#include "runtime.hpp"
+
+#include <corgi/wsgi/wsgi.hpp>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -163,6 +166,22 @@ PyObject* corgi_await(PyObject*, PyObject* awaitable) {
 
 PyObject* corgi_lane_loop(PyObject*, PyObject*) { return lane_event_loop(); }
 
+// Functions to call in each worker after its fork (uWSGI's @postfork); a list owned by the
+// module, called by run_postfork_hooks().
+PyObject* g_postfork_hooks = nullptr;
+
+PyObject* corgi_postfork(PyObject*, PyObject* fn) {
+    if (!PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError, "corgi.postfork() takes a callable, not %.100s",
+                     Py_TYPE(fn)->tp_name);
+        return nullptr;
+    }
+    if (!g_postfork_hooks && !(g_postfork_hooks = PyList_New(0))) return nullptr;
+    if (PyList_Append(g_postfork_hooks, fn) != 0) return nullptr;
+    Py_INCREF(fn);
+    return fn;  // a decorator: the function stays what it was
+}
+
 PyObject* corgi_in_request(PyObject*, PyObject*) {
     return PyBool_FromLong(fiber::current() != nullptr);
 }
@@ -188,6 +207,11 @@ PyMethodDef corgi_methods[] = {
      "request waits, the others keep running."},
     {"in_request", corgi_in_request, METH_NOARGS,
      "in_request() -> bool: whether this code serves a request."},
+    {"postfork", corgi_postfork, METH_O,
+     "@corgi.postfork: call this function (no arguments) in each worker process after it is "
+     "forked, before it serves (with apps preloaded in the master), or once the apps are imported "
+     "(--lazy-apps, a single process); e.g. to reconnect to a database. An exception stops the "
+     "worker's boot."},
     {"_lane_loop", corgi_lane_loop, METH_NOARGS, nullptr},
     {nullptr, nullptr, 0, nullptr}};
 
@@ -209,3 +233,25 @@ PyObject* init_corgi_module() { return PyModule_Create(&corgi_module_def); }
 void register_corgi_module() { PyImport_AppendInittab("corgi", init_corgi_module); }
 
 }  // namespace corgi::wsgi::detail
+
+namespace corgi::wsgi {
+
+void run_postfork_hooks() {
+    if (!detail::current_runtime()) return;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    std::string failure;
+    if (detail::g_postfork_hooks) {
+        detail::py_ref hooks(PyList_GetSlice(detail::g_postfork_hooks, 0, PY_SSIZE_T_MAX));
+        for (Py_ssize_t i = 0; hooks && i < PyList_GET_SIZE(hooks.get()); ++i) {
+            detail::py_ref result(PyObject_CallNoArgs(PyList_GET_ITEM(hooks.get(), i)));
+            if (!result) {
+                failure = detail::fetch_traceback();
+                break;
+            }
+        }
+    }
+    PyGILState_Release(gil);
+    if (!failure.empty()) throw load_error("a @corgi.postfork function failed:\n" + failure);
+}
+
+}  // namespace corgi::wsgi

@@ -167,6 +167,15 @@ void start_interpreter(const corgi::python_settings& settings) {
     extend_sys_path(rt->settings);
     init_pybind11_tls();
     if (!py_ref(PyImport_ImportModule("threading"))) throw_python("cannot import threading");
+    // A worker the master finds hung gets SIGABRT: faulthandler writes every thread's Python
+    // stack to stderr first (and on SIGSEGV/SIGBUS/SIGFPE/SIGILL). The fibers' stack-overflow
+    // handler, installed later, chains to it.
+    {
+        py_ref faulthandler(PyImport_ImportModule("faulthandler"));
+        py_ref enable(faulthandler ? PyObject_GetAttrString(faulthandler.get(), "enable") : nullptr);
+        if (!enable || !py_ref(PyObject_CallNoArgs(enable.get())))
+            throw_python("cannot enable faulthandler");
+    }
     py_ref traceback(PyImport_ImportModule("traceback"));
     if (!traceback) throw_python("cannot import traceback");
     g_format_exception = PyObject_GetAttrString(traceback.get(), "format_exception");

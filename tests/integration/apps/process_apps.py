@@ -5,7 +5,13 @@ from urllib.parse import parse_qs
 
 import corgi
 
-IMPORTED_BY = os.getpid()  # the master's pid under --preload, else the worker's
+IMPORTED_BY = os.getpid()  # the master's pid when preloaded (the default), else the worker's
+POSTFORK_RAN_IN = []  # pids where the @corgi.postfork hook ran (one per process: a fork copies it)
+
+
+@corgi.postfork
+def record_postfork():
+    POSTFORK_RAN_IN.append(os.getpid())
 
 
 def application(environ, start_response):
@@ -14,6 +20,8 @@ def application(environ, start_response):
         corgi.sleep(int(query.get("ms", ["1000"])[0]) / 1000)
     if environ["PATH_INFO"] == "/multiprocess":
         body = str(environ["wsgi.multiprocess"]).encode()
+    elif environ["PATH_INFO"] == "/postfork":
+        body = ",".join(map(str, POSTFORK_RAN_IN)).encode()
     elif environ["PATH_INFO"] == "/imported-by":
         body = str(IMPORTED_BY).encode()
     else:

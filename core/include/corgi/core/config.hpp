@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -49,7 +51,22 @@ struct python_settings {
 struct process_settings {
     std::size_t workers = 0;  // --processes/--workers/-w N; --master alone means 1
     std::string pidfile;      // written at start (by the master if any), removed at exit
-    bool preload = false;     // the master imports the apps before it forks (Gunicorn's --preload)
+    // The master imports the apps before it forks (copy-on-write, import errors at start);
+    // false (--lazy-apps): each worker imports them after the fork.
+    bool preload = true;
+    // A new worker not ready (apps imported, accepting) this long after its fork is killed and
+    // counts as failing to boot.
+    std::chrono::milliseconds boot_timeout{60000};
+    // A ready worker whose io threads have not checked in for this long is killed (SIGABRT, so
+    // Python's faulthandler dumps the stacks, then SIGKILL). 0: never.
+    std::chrono::milliseconds worker_timeout{30000};
+    // Recycling, graceful and one worker at a time (0: off): after max_requests + a random
+    // 0..max_requests_jitter requests, above max_rss_mb of resident memory, after
+    // max_worker_lifetime.
+    std::uint64_t max_requests = 0;
+    std::uint64_t max_requests_jitter = 0;
+    std::uint64_t max_rss_mb = 0;
+    std::chrono::milliseconds max_worker_lifetime{0};
     static constexpr std::size_t max_workers = 1024;
 };
 
@@ -59,6 +76,8 @@ struct config {
     python_settings python;
     process_settings processes;
     bool access_log = true;
+    std::string access_log_file;  // "" : stdout
+    std::string error_log_file;   // "" : stderr
     nlohmann::json routes = nlohmann::json::array();  // compiled by compile_routes()
 };
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <string_view>
 
 namespace corgi::supervision {
@@ -47,5 +48,12 @@ inline bool request_replacement(replacement_reason why, std::string_view detail)
     c->request_replacement(why, detail);
     return true;
 }
+
+// Post-fork hooks for C++: what must not be shared with the master or the other workers (a
+// database connection, a random seed, a thread) is set up here. Register before the server
+// starts (e.g. where the handlers are built); each serving process runs them once, a pre-forked
+// worker after its fork, before it accepts.
+void at_worker_start(std::function<void()> hook);
+void run_worker_start_hooks();
 
 }  // namespace corgi::supervision

@@ -34,6 +34,11 @@ void before_fork() noexcept;
 void after_fork_in_parent() noexcept;
 void after_fork_in_child() noexcept;
 
+// Calls the functions decorated with @corgi.postfork, in the order they were registered, with the
+// GIL; throws load_error with the traceback when one raises. The corgi binary calls it once in
+// every serving process (a worker after its fork, before it accepts).
+void run_postfork_hooks();
+
 // Imports a WSGI application and returns the handler that serves it. `spec` is "module:callable",
 // "module" (the callable named by settings.callable, "application" by default), or
 // "path/to/file.py[:callable]". "module:factory()" calls a factory. Imports run on the main
