@@ -65,25 +65,14 @@ limits and timeouts (seconds):
   --limit-request-line N (4094, at most 8190)  --limit-request-fields N (100, at most 32768)
   --limit-request-field-size N (8190)  (Gunicorn's limits; 0: unlimited)
   --lingering-time S (30)  --lingering-timeout S (5)  (read and drop a refused request's rest)
-processes (a master binding the listeners, pre-forked workers inheriting them):
-  --processes N, --workers N, -w N   N workers      --master   a master and 1 worker
-  --lazy-apps              each worker imports the apps after the fork (default: the master
-                           imports them once before it forks; --preload says so explicitly)
-  --pidfile FILE           the server's pid, removed at exit
-  --boot-timeout S (60)    a new worker not ready by then is killed, its generation abandoned
-  --worker-timeout S (30)  a worker whose io threads stop checking in is killed (SIGABRT: Python
-                           dumps its stacks; then SIGKILL) and replaced; 0: never
-  recycling, gracefully and one worker at a time (0: off):
-  --max-requests N  --max-requests-jitter J  --max-rss MB  --max-worker-lifetime S
-  signals to the master: HUP reload config and code (rolling), TERM/INT graceful stop,
-  QUIT immediate stop, TTIN/TTOU one worker more/less, USR1 reopen log files
-logs (reopened on SIGUSR1, for logrotate):
-  --access-log FILE        access log (default: stdout; - for stdout)
-  --error-log FILE         error log (default: stderr; - for stderr)
-  --disable-logging        no access log
-other:
-  --check-config           read and check the configuration and the URL map, then exit (0, or 2)
-  --help, --version
+processes (a master binding the listeners, pre-forked workers inheriting them; see docs/deploy.md):
+  --processes N, --workers N, -w N   N workers     --master   a master and 1 worker     --pidfile FILE
+  --lazy-apps              import the apps in each worker (default: once in the master, before the fork)
+  --boot-timeout S (60)  --worker-timeout S (30: silent io threads -> SIGABRT with Python stacks, SIGKILL)
+  recycling, one worker at a time: --max-requests N --max-requests-jitter J --max-rss MB --max-worker-lifetime S
+  signals: HUP reload config and code, TERM/INT graceful stop, QUIT stop now, TTIN/TTOU +/-1 worker, USR1 reopen logs
+logs: --access-log FILE (stdout)  --error-log FILE (stderr)  --disable-logging (no access log)
+other: --check-config (check the configuration and the URL map, exit 0 or 2)  --help  --version
 )";
 }
 

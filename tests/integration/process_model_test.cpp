@@ -806,7 +806,7 @@ TEST_CASE("process model: a worker whose io thread stops checking in is aborted 
     CHECK(srv.workers().count(victim) == 0);
     CHECK(srv.workers().count(*std::next(before.begin())) == 1);  // the healthy one stays
     INFO(srv.err());
-    CHECK(srv.err().find("Current thread") != std::string::npos);
+    CHECK(srv.err().find("(most recent call first)") != std::string::npos);  // faulthandler's stacks
     // A worker that stays stopped is SIGKILLed after the abort.
     const pid_t second = *srv.workers().begin();
     REQUIRE(::kill(second, SIGSTOP) == 0);
@@ -827,8 +827,9 @@ TEST_CASE("process model: --max-requests with jitter recycles a worker gracefull
         ++requests;
         if (pid == 0) ++failed;
         seen.insert(pid);
-        // Never two generations' worth at once: one worker, plus its successor while it boots.
-        CHECK(srv.workers().size() <= 2);
+        // One worker serving, plus its successor while it boots, plus at most the predecessor
+        // still finishing its exit: a successor is started only once the previous one is ready.
+        CHECK(srv.workers().size() <= 3);
     }
     INFO(srv.err());
     CHECK(failed == 0);
