@@ -2,6 +2,8 @@
 // --threads ...).
 #include "cli.hpp"
 
+#include <corgi/core/log.hpp>
+
 #include <charconv>
 #include <cmath>
 #include <functional>
@@ -72,6 +74,7 @@ processes (a master binding the listeners, pre-forked workers inheriting them; s
   recycling, one worker at a time: --max-requests N --max-requests-jitter J --max-rss MB --max-worker-lifetime S
   signals: HUP reload config and code, TERM/INT graceful stop, QUIT stop now, TTIN/TTOU +/-1 worker, USR1 reopen logs
 logs: --access-log FILE (stdout)  --error-log FILE (stderr)  --disable-logging (no access log)
+  --access-log-format common|combined|json|'{template}'  --forwarded-allow-ips LIST (127.0.0.1,::1; X-Request-Id)
 other: --check-config (check the configuration and the URL map, exit 0 or 2)  --help  --version
 )";
 }
@@ -147,6 +150,24 @@ options parse(const std::vector<std::string>& args) {
         {"--max-worker-lifetime",
          [&](const std::string& f, const std::string& v) {
              cfg.processes.max_worker_lifetime = parse_seconds(f, v);
+         }},
+        {"--access-log-format",
+         [&](const std::string& f, const std::string& v) {
+             try {
+                 log::validate_access_log_format(v);
+             } catch (const std::invalid_argument& e) {
+                 throw usage_error(f + ": " + e.what());
+             }
+             cfg.access_log_format = v;
+         }},
+        {"--forwarded-allow-ips",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.forwarded_allow_ips = peer_trust::split(v);
+             try {
+                 peer_trust check(cfg.server.forwarded_allow_ips);
+             } catch (const std::invalid_argument& e) {
+                 throw usage_error(f + ": " + e.what());
+             }
          }},
         {"--access-log",
          [&](const std::string& f, const std::string& v) {

@@ -393,6 +393,7 @@ int main(int argc, char** argv) {
             return code;
         }
         log_files::open(o.cfg.access_log_file, o.cfg.error_log_file);
+        log::set_access_log_format(o.cfg.access_log_format);
         if (o.cfg.processes.workers > 0) {
             std::vector<std::string> command_line(argv, argv + argc);
             return master_command(o, command_line);

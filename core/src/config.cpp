@@ -1,5 +1,6 @@
 // The JSON config file onto struct config. Every error names the offending key as a JSON pointer.
 #include <corgi/core/config.hpp>
+#include <corgi/core/log.hpp>
 
 #include <cmath>
 #include <fstream>
@@ -192,6 +193,22 @@ void apply_config(config& cfg, const nlohmann::json& doc) {
                 cfg.python.chdir = as_string(v, ptr);
             } else if (key == "access_log") {
                 cfg.access_log = as_bool(v, ptr);
+            } else if (key == "access_log_format") {
+                cfg.access_log_format = as_string(v, ptr);
+                try {
+                    log::validate_access_log_format(cfg.access_log_format);
+                } catch (const std::invalid_argument& e) {
+                    throw config_error(ptr, e.what());
+                }
+            } else if (key == "forwarded_allow_ips") {
+                cfg.server.forwarded_allow_ips = v.is_string()
+                                                     ? peer_trust::split(v.get<std::string>())
+                                                     : as_string_list(v, ptr);
+                try {
+                    peer_trust check(cfg.server.forwarded_allow_ips);
+                } catch (const std::invalid_argument& e) {
+                    throw config_error(ptr, e.what());
+                }
             } else if (key == "access_log_file") {
                 cfg.access_log_file = as_string(v, ptr);
             } else if (key == "error_log_file") {

@@ -133,6 +133,8 @@ void request::reset() noexcept {
     body = nullptr;
     query_.clear();
     query_parsed_ = false;
+    id_.clear();
+    started_ = {};
 }
 
 }  // namespace corgi

@@ -23,9 +23,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 #include <utility>
 
@@ -244,7 +246,91 @@ task<void> connection::linger_close() {
 // ---------------------------------------------------------------------------------------------------------------
 // server
 
-server::server(server_options options) : options_(std::move(options)) {
+// ---------------------------------------------------------------------------------------------
+// Trusted proxies
+
+struct peer_trust::network {
+    net::ip::address_v6 base;  // v4 as v4-mapped v6, so one comparison serves both
+    unsigned prefix = 128;
+};
+
+namespace {
+net::ip::address_v6 as_v6(const net::ip::address& a) {
+    return a.is_v4() ? net::ip::make_address_v6(net::ip::v4_mapped, a.to_v4()) : a.to_v6();
+}
+bool same_prefix(const net::ip::address_v6& a, const net::ip::address_v6& b, unsigned prefix) {
+    const auto x = a.to_bytes(), y = b.to_bytes();
+    for (unsigned i = 0; i < 16 && prefix > 0; ++i, prefix = prefix >= 8 ? prefix - 8 : 0) {
+        const unsigned bits = std::min(prefix, 8u);
+        const unsigned char mask = static_cast<unsigned char>(0xff00u >> bits);
+        if ((x[i] & mask) != (y[i] & mask)) return false;
+    }
+    return true;
+}
+}  // namespace
+
+peer_trust::peer_trust(const std::vector<std::string>& entries) {
+    for (const auto& entry : entries) {
+        if (entry == "*") {
+            any_ = true;
+            continue;
+        }
+        const auto slash = entry.find('/');
+        boost::system::error_code ec;
+        const auto address = net::ip::make_address(entry.substr(0, slash), ec);
+        auto bad = [&] {
+            return std::invalid_argument("forwarded-allow-ips: '" + entry +
+                                         "' is not an address, a network or *");
+        };
+        if (ec) throw bad();
+        network n;
+        n.base = as_v6(address);
+        const unsigned max = address.is_v4() ? 32 : 128;
+        unsigned prefix = max;
+        if (slash != std::string::npos) {
+            const std::string bits = entry.substr(slash + 1);
+            auto [end, err] = std::from_chars(bits.data(), bits.data() + bits.size(), prefix);
+            if (bits.empty() || err != std::errc() || end != bits.data() + bits.size() ||
+                prefix > max)
+                throw bad();
+        }
+        n.prefix = address.is_v4() ? prefix + 96 : prefix;
+        networks_.push_back(std::make_shared<const network>(n));
+    }
+}
+
+std::vector<std::string> peer_trust::split(std::string_view text) {
+    std::vector<std::string> out;
+    while (!text.empty()) {
+        const auto comma = text.find(',');
+        std::string_view item = text.substr(0, comma);
+        while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+        while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+        if (!item.empty()) out.emplace_back(item);
+        if (comma == std::string_view::npos) break;
+        text.remove_prefix(comma + 1);
+    }
+    return out;
+}
+
+bool peer_trust::trusts(std::string_view address) const noexcept {
+    if (address.empty() || any_) return true;  // a unix socket's peer is a local process
+    boost::system::error_code ec;
+    const auto a = net::ip::make_address(std::string(address), ec);
+    if (ec) return false;
+    const auto v6 = as_v6(a);
+    for (const auto& n : networks_)
+        if (same_prefix(v6, n->base, n->prefix)) return true;
+    return false;
+}
+
+bool connection::trusted_peer() const noexcept {
+    if (trusted_ < 0) trusted_ = owner_.trust_.trusts(remote_addr_) ? 1 : 0;
+    return trusted_ == 1;
+}
+
+server::server(server_options options)
+    : trust_(options.forwarded_allow_ips), options_(std::move(options)) {
     std::size_t n = options_.io_threads ? options_.io_threads
                                         : std::max(1u, std::thread::hardware_concurrency());
     options_.io_threads = n;

@@ -4,6 +4,7 @@
 #include "cgi_session.hpp"
 
 #include <corgi/core/http_error.hpp>
+#include <corgi/core/completion.hpp>
 #include <corgi/core/log.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -41,6 +42,7 @@ class stream_body final : public body_source {
             std::string_view piece = leftover_.substr(0, n);
             leftover_ = {};  // bytes past CONTENT_LENGTH are not ours to give
             remaining_ -= n;
+            received_ += n;
             co_return piece;
         }
         conn_.expires_after(conn_.limits().body_timeout);
@@ -53,6 +55,7 @@ class stream_body final : public body_source {
             throw bad_request("the proxy closed the connection before the body was complete");
         }
         remaining_ -= n;
+        received_ += n;
         co_return std::string_view(buffer_.data(), n);
     }
 
@@ -116,13 +119,14 @@ task<bool> respond(connection& conn, const stream_protocol& proto, stream_state&
     framing.req = &s.req;
     framing.chunked_allowed = false;  // nginx reads these responses to the end of the connection
     if (s.req.method.empty()) s.req.method = "-";
+    begin_request(s.req, conn.trusted_peer());  // refusals come here without having begun
     socket_output out(conn);
     try {
         send_result sent = co_await send_response(out, res, framing, s.head);
-        log::access(s.req, res.status, sent.body_bytes);
+        request_done(s.req, {res.status, sent.body_bytes, sent.aborted});
         co_return !sent.aborted;
     } catch (const std::exception&) {
-        log::access(s.req, res.status, 0);  // the proxy went away mid-response
+        request_done(s.req, {res.status, 0, true});  // the proxy went away mid-response
         co_return false;
     }
 }
@@ -191,6 +195,7 @@ task<void> serve_stream_request(connection& conn, const stream_protocol& proto) 
         co_return;
     }
 
+    begin_request(req, conn.trusted_peer());
     std::string_view leftover(buffer.data() + head.consumed, used - head.consumed);
     stream_body body(conn, buffer, leftover, req.content_length.value_or(0));
     if (!body.complete()) req.body = &body;

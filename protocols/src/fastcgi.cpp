@@ -7,6 +7,7 @@
 #include "response_writer.hpp"
 
 #include <corgi/core/http_error.hpp>
+#include <corgi/core/completion.hpp>
 #include <corgi/core/log.hpp>
 #include <corgi/protocols/protocols.hpp>
 
@@ -284,7 +285,6 @@ class fcgi_body final : public body_source {
     }
 
     fcgi_session& s_;
-    std::uint64_t received_ = 0;
     std::uint64_t expected_ = 0;
     bool truncated_ = false;
 };
@@ -350,6 +350,7 @@ task<void> serve_fastcgi(connection& conn) {
         response res;
         bool body_unread = false;
         const char* problem = s.builder.finish();
+        begin_request(s.req, conn.trusted_peer());
         if (problem) {
             log::warning(std::string("fastcgi: bad request from ") + peer_of(conn) + ": " +
                          problem);
@@ -376,7 +377,7 @@ task<void> serve_fastcgi(connection& conn) {
         if (s.aborted) {
             // The client is gone: no response, only the end of the request.
             s.reader.finish_request();
-            log::access(s.req, 499, 0);
+            request_done(s.req, {499, 0, true});
             try {
                 s.out.start(id, true);
                 co_await s.out.finish();
@@ -402,18 +403,18 @@ task<void> serve_fastcgi(connection& conn) {
                     // Content-Length): no END_REQUEST, so the web server sees a truncated
                     // response.
                     co_await s.out.flush();
-                    log::access(s.req, res.status, sent.body_bytes);
+                    request_done(s.req, {res.status, sent.body_bytes, true});
                     co_return;
                 }
                 co_await s.out.finish();
             } catch (const std::exception&) {
-                log::access(s.req, res.status, 0);
+                request_done(s.req, {res.status, 0, true});
                 co_return;
             }
             // A response the writer had to cut to its Content-Length ends the connection too, as
             // on every protocol.
             if (!sent.keep_alive) keep_conn = false;
-            log::access(s.req, res.status, sent.body_bytes);
+            request_done(s.req, {res.status, sent.body_bytes, false});
             s.reader.finish_request();
         }
         if (!keep_conn || conn.draining() || s.broken ||

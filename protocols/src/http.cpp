@@ -5,6 +5,7 @@
 #include "response_writer.hpp"
 
 #include <corgi/core/http_error.hpp>
+#include <corgi/core/completion.hpp>
 #include <corgi/core/log.hpp>
 #include <corgi/protocols/protocols.hpp>
 
@@ -76,7 +77,10 @@ class http_body final : public body_source {
         // first.
         if (!started_) {
             started_ = true;
-            if (!piece.empty()) co_return std::string_view(piece);
+            if (!piece.empty()) {
+                received_ += piece.size();
+                co_return std::string_view(piece);
+            }
         }
         piece.clear();
         if (failed_) throw bad_request("request body unavailable after an earlier error");
@@ -104,6 +108,7 @@ class http_body final : public body_source {
                 throw bad_request("malformed request body: " + parser_.reason(ec));
             }
         }
+        received_ += piece.size();
         co_return std::string_view(piece);
     }
 
@@ -125,11 +130,12 @@ task<void> reject(http_session& s, int status, std::string_view detail) {
     framing.version = s.req.version == 10 ? 10 : 11;
     framing.keep_alive = false;
     if (s.req.method.empty()) s.req.method = "-";
+    begin_request(s.req, s.conn.trusted_peer());
     try {
         auto sent = co_await detail::send_response(s.out, res, framing, s.head);
-        log::access(s.req, status, sent.body_bytes);
+        request_done(s.req, {status, sent.body_bytes, sent.aborted});
     } catch (const std::exception&) {
-        // The client is gone; nothing more to tell it.
+        request_done(s.req, {status, 0, true});  // the client is gone; nothing more to tell it
     }
 }
 
@@ -185,6 +191,7 @@ task<void> serve_http(connection& conn) {
             co_return;
         }
         conn.set_idle(false);
+        begin_request(s.req, conn.trusted_peer());
 
         http_body body(s, parser);
         if (!parser.is_done() || !parser.body_piece().empty()) s.req.body = &body;
@@ -231,10 +238,10 @@ task<void> serve_http(connection& conn) {
         try {
             sent = co_await detail::send_response(s.out, res, framing, s.head);
         } catch (const std::exception&) {
-            log::access(s.req, res.status, 0);
+            request_done(s.req, {res.status, 0, true});
             co_return;  // the client went away mid-response
         }
-        log::access(s.req, res.status, sent.body_bytes);
+        request_done(s.req, {res.status, sent.body_bytes, sent.aborted});
         if (sent.aborted || !sent.keep_alive) {
             if (!parser.is_done() && !sent.aborted) {
                 // The body is still arriving (refused, failed or too large to drain).

@@ -84,14 +84,7 @@ void log_framing_error(const response& res, const response_framing& framing,
     line += res.origin.empty() ? std::string_view("handler") : res.origin;
     if (const request* req = framing.req) {
         line += " (";
-        line += req->method;
-        line += ' ';
-        line += req->target;
-        if (!req->endpoint.empty()) {
-            line += ", route '";
-            line += req->endpoint;
-            line += '\'';
-        }
+        line += log::request_context(*req);
         line += ')';
     }
     line += ": ";
@@ -271,7 +264,7 @@ void append_head(std::string& out, const response& res, const response_framing& 
     else
         out += res.reason;
     out += "\r\n";
-    bool has_date = false, has_server = false;
+    bool has_date = false, has_server = false, has_request_id = false;
     for (const auto& [name, value] : res.headers) {
         // Framing is ours to decide: a handler's Transfer-Encoding or Connection would contradict
         // it.
@@ -282,6 +275,7 @@ void append_head(std::string& out, const response& res, const response_framing& 
         if (iequals(name, "Content-Length")) continue;
         has_date = has_date || iequals(name, "Date");
         has_server = has_server || iequals(name, "Server");
+        has_request_id = has_request_id || iequals(name, "X-Request-Id");
         out += name;
         out += ": ";
         out += value;
@@ -290,6 +284,12 @@ void append_head(std::string& out, const response& res, const response_framing& 
     if (framing.style == head_style::http) {
         if (!has_date) out += date_line();
         if (!has_server) out += "Server: corgi\r\n";
+    }
+    // The id the access log line carries, so a client's report can be matched to it.
+    if (!has_request_id && framing.req && !framing.req->id().empty()) {
+        out += "X-Request-Id: ";
+        out += framing.req->id();
+        out += "\r\n";
     }
     if (body_length && !status_has_no_body(res.status)) {
         out += "Content-Length: ";

@@ -394,6 +394,7 @@ class NginxFrontTest(NginxFronts):
                  ("Accept", "application/json"), ("X-Multi", "one"), ("X-Multi", "two"),
                  ("Cookie", "a=1"), ("Cookie", "b=2")]
         seen = {}
+        seen_ids = set()
         for proto, transport, port in self.each_front():
             with self.subTest(protocol=proto, transport=transport):
                 doc = self.wsgi_environ(port, path, pairs)
@@ -411,6 +412,11 @@ class NginxFrontTest(NginxFronts):
                     self.assertEqual(remote_addr, "127.0.0.1")
                 content_length = doc.pop("CONTENT_LENGTH")
                 self.assertEqual(content_length, "0" if proto == "scgi" else None)
+                # - HTTP_X_REQUEST_ID: each request has its own (128 random bits, nginx sends none).
+                request_id = doc["http"].pop("HTTP_X_REQUEST_ID")
+                self.assertRegex(request_id, r"^[0-9a-f]{32}$")
+                self.assertNotIn(request_id, seen_ids)
+                seen_ids.add(request_id)
                 seen[(proto, transport)] = doc
         reference = seen[("http", "tcp")]
         # PEP 3333: SCRIPT_NAME is the mount, PATH_INFO the decoded rest (bytes as latin-1), the query raw.

@@ -64,6 +64,9 @@ struct call {
     lane* home = nullptr;
     const app_entry* app = nullptr;
     request* req = nullptr;
+    // A copy of req->id(): the fiber may outlive the io side's interest in `req` (a streamed
+    // response abandoned, a deadline), and its logs and corgi.request_id() still name the request.
+    std::string request_id;
 
     // --- the outbox: fiber -> io side, under outbox_mutex ---
     std::mutex outbox_mutex;

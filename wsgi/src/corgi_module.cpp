@@ -7,6 +7,7 @@
 #include "corgi_module.hpp"
 
 #include "asyncio_bridge.hpp"
+#include "call.hpp"
 #include "fiber.hpp"
 #include "lane.hpp"
 #include "runtime.hpp"
@@ -182,6 +183,14 @@ PyObject* corgi_postfork(PyObject*, PyObject* fn) {
     return fn;  // a decorator: the function stays what it was
 }
 
+// The id of the request this code serves (its X-Request-Id), None outside a request.
+PyObject* corgi_request_id(PyObject*, PyObject*) {
+    fiber* f = fiber::current();
+    if (!f || !f->job || f->job->request_id.empty()) Py_RETURN_NONE;
+    const std::string& id = f->job->request_id;
+    return PyUnicode_DecodeLatin1(id.data(), static_cast<Py_ssize_t>(id.size()), nullptr);
+}
+
 PyObject* corgi_in_request(PyObject*, PyObject*) {
     return PyBool_FromLong(fiber::current() != nullptr);
 }
@@ -207,6 +216,10 @@ PyMethodDef corgi_methods[] = {
      "request waits, the others keep running."},
     {"in_request", corgi_in_request, METH_NOARGS,
      "in_request() -> bool: whether this code serves a request."},
+    {"request_id", corgi_request_id, METH_NOARGS,
+     "request_id() -> str | None: the id of the request being served (its X-Request-Id, in the "
+     "access log line too); None outside a request. logging records carry it as "
+     "record.request_id ('-' outside a request)."},
     {"postfork", corgi_postfork, METH_O,
      "@corgi.postfork: call this function (no arguments) in each worker process after it is "
      "forked, before it serves (with apps preloaded in the master), or once the apps are imported "

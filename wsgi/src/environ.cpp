@@ -260,6 +260,11 @@ PyObject* build_environ(const call& c, PyObject* input) {
             return nullptr;
     }
     if (!add_headers(e, req)) return nullptr;
+    // The request's id replaces a client's X-Request-Id (taken only from a trusted proxy).
+    if (!req.id().empty()) {
+        static PyObject* request_id_key = PyUnicode_InternFromString("HTTP_X_REQUEST_ID");
+        if (!request_id_key || !set_steal(e, request_id_key, latin1(req.id()))) return nullptr;
+    }
     // Variables a proxy sent (uwsgi_param, fastcgi_param...) go in as uWSGI does, but never replace
     // a key the server computed.
     for (const auto& [name, value] : req.proxy_vars) {

@@ -167,6 +167,27 @@ void start_interpreter(const corgi::python_settings& settings) {
     extend_sys_path(rt->settings);
     init_pybind11_tls();
     if (!py_ref(PyImport_ImportModule("threading"))) throw_python("cannot import threading");
+    // Every logging record carries the id of the request it was emitted for (%(request_id)s in
+    // a format), without a filter to install: the record factory asks corgi.
+    {
+        static const char* install = R"PY(
+import logging as _logging
+import corgi as _corgi
+
+def _install(previous=_logging.getLogRecordFactory(), request_id=_corgi.request_id):
+    def factory(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        record.request_id = request_id() or "-"
+        return record
+    _logging.setLogRecordFactory(factory)
+
+_install()
+)PY";
+        py_ref globals(PyDict_New());
+        if (!globals || PyDict_SetItemString(globals.get(), "__builtins__", PyEval_GetBuiltins()) != 0 ||
+            !py_ref(PyRun_String(install, Py_file_input, globals.get(), globals.get())))
+            throw_python("cannot install the request id in logging records");
+    }
     // A worker the master finds hung gets SIGABRT: faulthandler writes every thread's Python
     // stack to stderr first (and on SIGSEGV/SIGBUS/SIGFPE/SIGILL). The fibers' stack-overflow
     // handler, installed later, chains to it.

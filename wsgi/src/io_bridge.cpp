@@ -170,6 +170,7 @@ task<response> serve(std::shared_ptr<const app_entry> app, request& req) {
     call* c = l.acquire_call();
     c->app = app.get();
     c->req = &req;
+    c->request_id.assign(req.id());  // pooled: the string keeps its capacity
     l.send(c, lane_msg::start);
     std::uint8_t events = co_await next_events(*c);
     while (!(events & io_event::response_ready)) {

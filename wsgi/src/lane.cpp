@@ -24,6 +24,7 @@ thread_local lane* t_lane = nullptr;
 void call::reset() noexcept {
     app = nullptr;
     req = nullptr;
+    request_id.clear();
     if (out_data.capacity() > outbox_window * 4) out_data = std::string();
     out_data.clear();
     out_events = 0;

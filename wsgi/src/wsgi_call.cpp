@@ -71,7 +71,8 @@ void fail(call& c, const char* what) {
         // The app saw the client leave (write() or wsgi.input raised): expected, not an app error.
         log::info("wsgi: " + c.app->spec + ": client went away");
     } else {
-        log::error("wsgi: " + c.app->spec + ": " + what +
+        log::error("wsgi: " + c.app->spec + " (request " +
+                   (c.request_id.empty() ? std::string("-") : c.request_id) + "): " + what +
                    (tb.empty() ? std::string() : ":\n" + tb));
     }
     if (!c.headers_sent) {
@@ -99,7 +100,8 @@ void fail_and_close(call& c, PyObject* result, const char* what) {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     if (result && !close_result(result)) {
-        log::error("wsgi: " + c.app->spec + ": close() of the response iterable raised:\n" +
+        log::error("wsgi: " + c.app->spec + " (request " + c.request_id +
+                   "): close() of the response iterable raised:\n" +
                    fetch_traceback());
     }
     PyErr_Restore(type, value, tb);
@@ -209,7 +211,8 @@ void deliver(call& c, PyObject* result) {
         if (!send_chunk(c, item.get())) {
             // The client is gone: stop producing, but close() all the same.
             if (!close_result(result)) {
-                log::error("wsgi: " + c.app->spec + ": close() of the response iterable raised:\n" +
+                log::error("wsgi: " + c.app->spec + " (request " + c.request_id +
+                   "): close() of the response iterable raised:\n" +
                            fetch_traceback());
             }
             return;

@@ -6,6 +6,7 @@
 #include <corgi/core/header_map.hpp>
 #include <corgi/core/task.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
@@ -33,6 +34,12 @@ class body_source {
     // complete. Throws http_error: 413 past the body limit, 400 for a malformed or truncated body
     // (client gone), 408 on timeout.
     virtual task<std::string_view> read_some() = 0;
+
+    // Body bytes handed out so far (the request's bytes in, for logs and metrics).
+    std::uint64_t received() const noexcept { return received_; }
+
+  protected:
+    std::uint64_t received_ = 0;  // implementations add each piece they return
 };
 
 class request {
@@ -91,7 +98,19 @@ class request {
     // request.
     void reset() noexcept;
 
+    // --- set by begin_request() (completion.hpp) ---
+    // The request id: the trusted proxy's X-Request-Id, or 32 random hex digits. Also in the
+    // response's X-Request-Id, the access log, environ["HTTP_X_REQUEST_ID"] and
+    // corgi.request_id().
+    const std::string& id() const noexcept { return id_; }
+    void set_id(std::string_view id) { id_.assign(id); }
+    std::string& id_storage() noexcept { return id_; }
+    std::chrono::steady_clock::time_point started() const noexcept { return started_; }
+    void set_started(std::chrono::steady_clock::time_point t) noexcept { started_ = t; }
+
   private:
+    std::string id_;
+    std::chrono::steady_clock::time_point started_{};
     mutable std::vector<std::pair<std::string, std::string>> query_;
     mutable bool query_parsed_ = false;
 };

@@ -112,6 +112,9 @@ class connection : public std::enable_shared_from_this<connection> {
     // request that has already arrived (closing over unread bytes would reset the connection).
     bool has_pending_input() noexcept;
 
+    // The peer is a trusted proxy (--forwarded-allow-ips; a unix-socket peer always is).
+    bool trusted_peer() const noexcept;
+
     // Closes the socket (idempotent); pending operations complete with an error.
     void close() noexcept;
 
@@ -135,6 +138,7 @@ class connection : public std::enable_shared_from_this<connection> {
     bool idle_ = true;
     bool closed_ = false;
     bool lingering_ = false;
+    mutable signed char trusted_ = -1;  // trusted_peer(), looked up once
     std::string remote_addr_, local_addr_;
     std::uint16_t remote_port_ = 0, local_port_ = 0;
     connection* prev_ = nullptr;  // intrusive list of live connections, per io thread
@@ -157,6 +161,25 @@ struct server_options {
     bool handle_signals = true;     // SIGINT/SIGTERM start a graceful shutdown
     // false: SIGINT is left alone (a pre-forked worker, whose master forwards it as SIGTERM).
     bool stop_on_sigint = true;
+    // Peers whose X-Request-Id is taken as the request id (Gunicorn's --forwarded-allow-ips):
+    // addresses, CIDR networks ("10.0.0.0/8", "fd00::/8") or "*" for any. Unix-socket peers are
+    // always trusted (only a local process can connect, as in Gunicorn).
+    std::vector<std::string> forwarded_allow_ips{"127.0.0.1", "::1"};
+};
+
+// Which peers are trusted proxies (server_options::forwarded_allow_ips), parsed once.
+class peer_trust {
+  public:
+    // Throws std::invalid_argument naming an entry that is neither an address nor a network.
+    explicit peer_trust(const std::vector<std::string>& entries);
+    // "127.0.0.1, 10.0.0.0/8" -> its entries (Gunicorn's comma-separated form).
+    static std::vector<std::string> split(std::string_view comma_separated);
+    bool trusts(std::string_view address) const noexcept;
+
+  private:
+    bool any_ = false;
+    struct network;
+    std::vector<std::shared_ptr<const network>> networks_;
 };
 
 class server {
@@ -194,6 +217,7 @@ class server {
 
   private:
     friend class connection;
+    peer_trust trust_;
     struct listener;
     struct thread_slot;
     task<void> accept_loop(std::shared_ptr<listener> l);
