@@ -3,6 +3,7 @@
 #include "cli.hpp"
 #include "demo_handlers.hpp"
 #include "master.hpp"
+#include "systemd.hpp"
 
 #include <corgi/core/log.hpp>
 #include <corgi/core/route_config.hpp>
@@ -149,6 +150,9 @@ int routes_command(const cli::options& o) {
 int report_error(std::exception_ptr error) {
     try {
         std::rethrow_exception(error);
+    } catch (const systemd::environment_error& e) {
+        std::cerr << "corgi: " << e.what() << "\n";
+        return 2;
     } catch (const cli::usage_error& e) {
         std::cerr << "corgi: " << e.what() << "\n";
         return 2;
@@ -201,9 +205,25 @@ struct pidfile_guard {
     pidfile_guard& operator=(const pidfile_guard&) = delete;
 };
 
+// systemd's variables, read (and unset) before anything starts a thread, forks or imports an app.
+// Sockets passed by socket activation replace the configured listeners; without them,
+// 127.0.0.1:8000 when none is configured.
+std::vector<systemd::activated_socket> take_systemd_environment(config& cfg) {
+    systemd::take_notify_environment();
+    std::vector<systemd::activated_socket> activated = systemd::take_listeners();
+    if (!activated.empty()) {
+        cfg.listen = systemd::activated_listen_entries(activated, cfg.listen);
+        std::cerr << "corgi: socket activation: " << activated.size()
+                  << " listener(s) from LISTEN_FDS, nothing bound here\n";
+    } else if (cfg.listen.empty()) {
+        cfg.listen.push_back({"http", listen_address::parse("127.0.0.1:8000")});
+    }
+    return activated;
+}
+
 int serve_command(cli::options& o) {
     config& cfg = o.cfg;
-    if (cfg.listen.empty()) cfg.listen.push_back({"http", listen_address::parse("127.0.0.1:8000")});
+    const std::vector<systemd::activated_socket> activated = take_systemd_environment(cfg);
     log::set_access_log_enabled(cfg.access_log);
     const bool python = needs_python(cfg);
 #ifdef CORGI_WITH_WSGI
@@ -212,12 +232,21 @@ int serve_command(cli::options& o) {
     std::shared_ptr<url_map> map = build_map(cfg, true);
     server srv(cfg.server);
     srv.set_handler(make_dispatcher(map));
-    for (const auto& l : cfg.listen) {
-        listen_address bound = srv.listen(l.address, protocols::by_name(l.protocol));
+    std::string serving;  // for systemd's STATUS=
+    for (std::size_t i = 0; i < cfg.listen.size(); ++i) {
+        const listen_entry& l = cfg.listen[i];
+        protocol proto = protocols::by_name(l.protocol);
+        listen_address bound = activated.empty() ? srv.listen(l.address, std::move(proto))
+                                                 : srv.adopt(activated[i].fd, std::move(proto));
         std::cerr << "corgi: serving " << l.protocol << " on " << bound.to_string() << "\n";
+        serving += (serving.empty() ? "serving " : ", ") + l.protocol + " on " + bound.to_string();
     }
     print_capacity(cfg);
+    if (::getpid() == 1)
+        std::cerr << "corgi: running as PID 1 without a master: orphaned processes are not "
+                     "reaped (use --master, whose master reaps every child, or an init)\n";
     pidfile_guard pidfile(cfg.processes.pidfile);
+    systemd::server_notifier notifier(srv, serving);
     srv.run();
 #ifdef CORGI_WITH_WSGI
     if (python) wsgi::shutdown();
@@ -231,6 +260,7 @@ int serve_command(cli::options& o) {
 int worker_main(config cfg, const std::vector<bound_listener>& listeners,
                 std::shared_ptr<url_map> preloaded, const std::function<void()>& ready) {
     try {
+        systemd::forget_notify();  // the master speaks for the service
         const bool python = needs_python(cfg);
 #ifdef CORGI_WITH_WSGI
         if (python && preloaded) wsgi::start_lanes();
@@ -259,7 +289,7 @@ int worker_main(config cfg, const std::vector<bound_listener>& listeners,
 
 int master_command(cli::options& o) {
     config& cfg = o.cfg;
-    if (cfg.listen.empty()) cfg.listen.push_back({"http", listen_address::parse("127.0.0.1:8000")});
+    const std::vector<systemd::activated_socket> activated = take_systemd_environment(cfg);
     log::set_access_log_enabled(cfg.access_log);
     master::options mo;
     mo.workers = cfg.processes.workers;
@@ -282,12 +312,17 @@ int master_command(cli::options& o) {
     }
     std::vector<bound_listener> listeners;
     try {
-        for (const auto& l : cfg.listen) {
+        for (std::size_t i = 0; i < cfg.listen.size(); ++i) {
+            const listen_entry& l = cfg.listen[i];
             protocols::by_name(l.protocol);  // an unknown protocol fails here, before any fork
-            listeners.push_back(bind_listener(l.address, cfg.server.unix_socket_mode));
+            if (activated.empty())
+                listeners.push_back(bind_listener(l.address, cfg.server.unix_socket_mode));
+            else
+                listeners.push_back({activated[i].fd, activated[i].address});
             const bound_listener& b = listeners.back();
             mo.listener_fds.push_back(b.fd);
-            if (b.address.is_unix) mo.unix_paths.push_back(b.address.path);
+            // An activated socket's file is its socket unit's to remove.
+            if (b.address.is_unix && activated.empty()) mo.unix_paths.push_back(b.address.path);
             std::cerr << "corgi: serving " << l.protocol << " on " << b.address.to_string() << "\n";
         }
     } catch (...) {

@@ -3,6 +3,8 @@
 // after backoff, a straggler's kill).
 #include "master.hpp"
 
+#include "systemd.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -110,6 +112,7 @@ class supervisor {
             const auto now = clock::now();
             if (!stopping_) manage(now);
             kill_stragglers(now);
+            systemd::watchdog_tick(now);
 
             std::vector<pollfd> fds;
             fds.push_back({signal_pipe[0], POLLIN, 0});
@@ -133,6 +136,7 @@ class supervisor {
         if (!stopping_ && live_count() < wanted()) wake = std::min(wake, next_spawn_at_);
         for (const auto& w : workers_)
             if (w.kill_at) wake = std::min(wake, *w.kill_at);
+        wake = std::min(wake, systemd::watchdog_due());
         auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now).count();
         return static_cast<int>(std::clamp<long long>(ms + 1, 0, 1000));
     }
@@ -249,6 +253,7 @@ class supervisor {
         it->ready = true;
         booted_ = true;
         say("worker " + std::to_string(it->pid) + " ready");
+        if (it->pid != reload_new_) notify_worker_counts();  // a replacement reports its end
         if (it->pid == reload_new_) {
             reload_new_ = 0;
             if (!reload_queue_.empty()) {
@@ -290,11 +295,13 @@ class supervisor {
                 if (stopping_) break;
                 ++target_;
                 say("received SIGTTIN, " + std::to_string(target_) + " workers");
+                notify_worker_counts();
                 break;
             case SIGTTOU:
                 if (stopping_) break;
                 if (target_ > 1) --target_;
                 say("received SIGTTOU, " + std::to_string(target_) + " workers");
+                notify_worker_counts();
                 break;
             case SIGHUP:
                 if (stopping_) break;
@@ -303,6 +310,8 @@ class supervisor {
                     break;
                 }
                 say("received SIGHUP, replacing the workers one at a time");
+                systemd::notify_reloading("replacing " + std::to_string(live_count()) +
+                                          " workers one at a time");
                 for (const auto& w : workers_)
                     if (!w.retiring) reload_queue_.push_back(w.pid);
                 reload_step();
@@ -325,10 +334,15 @@ class supervisor {
         }
         if (reload_queue_.empty()) {
             say("every worker replaced");
+            systemd::notify_ready("every worker replaced; " + worker_counts());
             return;
         }
         if (!spawn()) {
             say("replacement aborted: cannot start a new worker");
+            systemd::notify_ready(
+                "replacement aborted (cannot start a new worker), the old "
+                "workers keep serving; " +
+                worker_counts());
             reload_queue_.clear();
             return;
         }
@@ -342,6 +356,8 @@ class supervisor {
     }
 
     void begin_graceful_stop(clock::time_point now) {
+        systemd::notify_stopping("stopping " + std::to_string(live_count()) +
+                                 " workers gracefully");
         stopping_ = true;
         reload_queue_.clear();
         reload_new_ = 0;
@@ -350,6 +366,7 @@ class supervisor {
     }
 
     void begin_quick_stop() {
+        systemd::notify_stopping("stopping now");
         stopping_ = true;
         reload_queue_.clear();
         reload_new_ = 0;
@@ -408,11 +425,15 @@ class supervisor {
                 "); replacement aborted, the old workers keep serving");
             reload_new_ = 0;
             reload_queue_.clear();
+            systemd::notify_ready(
+                "replacement abandoned (a new worker failed to boot: " + describe_status(status) +
+                "), the old workers keep serving; " + worker_counts());
             return;
         }
         const auto now = clock::now();
         if (now - w.started >= healthy_lifetime) backoff_ = backoff_initial;
         next_spawn_at_ = now + backoff_;
+        notify_worker_counts();
         say(who + " exited (" + describe_status(status) + "); respawning" +
             (backoff_ > backoff_initial
                  ? " in " +
@@ -422,6 +443,28 @@ class supervisor {
                        " ms"
                  : std::string()));
         backoff_ = std::min<clock::duration>(backoff_ * 2, backoff_max);
+    }
+
+    // systemd (Type=notify): READY=1 once the first generation is ready, then the worker counts
+    // as STATUS= after each change.
+    std::size_t ready_count() const {
+        return static_cast<std::size_t>(
+            std::count_if(workers_.begin(), workers_.end(),
+                          [](const worker& w) { return w.ready && !w.retiring; }));
+    }
+    std::string worker_counts() const {
+        return std::to_string(ready_count()) + " workers ready, " + std::to_string(target_) +
+               " wanted";
+    }
+    void notify_worker_counts() {
+        if (!systemd::notify_enabled() || stopping_) return;
+        const std::string status = worker_counts();
+        if (!announced_ready_ && ready_count() >= target_) {
+            announced_ready_ = true;
+            systemd::notify_ready(status);
+        } else {
+            systemd::notify_status(status);
+        }
     }
 
     void cleanup() {
@@ -448,6 +491,7 @@ class supervisor {
     clock::duration backoff_ = backoff_initial;
     bool booted_ = false;  // some worker has been ready: startup is over
     bool stopping_ = false;
+    bool announced_ready_ = false;  // READY=1 sent for the first generation
     int exit_code_ = 0;
     std::vector<pid_t> reload_queue_;  // old workers still to replace
     pid_t reload_new_ = 0;             // the replacement booting now
