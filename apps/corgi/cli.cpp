@@ -71,6 +71,9 @@ processes (a master binding the listeners, pre-forked workers inheriting them):
   --pidfile FILE           the server's pid, removed at exit
 other:
   --disable-logging        no access log          --help, --version
+environment (systemd, read once then unset; docs/deploy.md): NOTIFY_SOCKET (Type=notify; WATCHDOG_USEC),
+  LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES (socket activation: fds 3... replace the listeners; a fd's protocol
+  is its name, else that of the listener flag at its address, else http)
 )";
 }
 
