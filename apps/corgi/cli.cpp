@@ -76,6 +76,9 @@ processes (a master binding the listeners, pre-forked workers inheriting them; s
 logs: --access-log FILE (stdout)  --error-log FILE (stderr)  --disable-logging (no access log)
   --access-log-format common|combined|json|'{template}'  --forwarded-allow-ips LIST (127.0.0.1,::1; X-Request-Id)
 other: --check-config (check the configuration and the URL map, exit 0 or 2)  --help  --version
+environment (systemd, read once then unset; docs/deploy.md): NOTIFY_SOCKET (Type=notify; WATCHDOG_USEC),
+  LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES (socket activation: fds 3... replace the listeners; a fd's protocol
+  is its name, else that of the listener flag at its address, else http)
 )";
 }
 

@@ -4,6 +4,7 @@
 #include "demo_handlers.hpp"
 #include "log_files.hpp"
 #include "master.hpp"
+#include "systemd.hpp"
 
 #include <corgi/core/log.hpp>
 #include <corgi/core/route_config.hpp>
@@ -154,6 +155,9 @@ int routes_command(const cli::options& o) {
 int report_error(std::exception_ptr error) {
     try {
         std::rethrow_exception(error);
+    } catch (const systemd::environment_error& e) {
+        std::cerr << "corgi: " << e.what() << "\n";
+        return 2;
     } catch (const cli::usage_error& e) {
         std::cerr << "corgi: " << e.what() << "\n";
         return 2;
@@ -206,9 +210,25 @@ struct pidfile_guard {
     pidfile_guard& operator=(const pidfile_guard&) = delete;
 };
 
+// systemd's variables, read (and unset) before anything starts a thread, forks or imports an app.
+// Sockets passed by socket activation replace the configured listeners; without them,
+// 127.0.0.1:8000 when none is configured.
+std::vector<systemd::activated_socket> take_systemd_environment(config& cfg) {
+    systemd::take_notify_environment();
+    std::vector<systemd::activated_socket> activated = systemd::take_listeners();
+    if (!activated.empty()) {
+        cfg.listen = systemd::activated_listen_entries(activated, cfg.listen);
+        std::cerr << "corgi: socket activation: " << activated.size()
+                  << " listener(s) from LISTEN_FDS, nothing bound here\n";
+    } else if (cfg.listen.empty()) {
+        cfg.listen.push_back({"http", listen_address::parse("127.0.0.1:8000")});
+    }
+    return activated;
+}
+
 int serve_command(cli::options& o) {
     config& cfg = o.cfg;
-    if (cfg.listen.empty()) cfg.listen.push_back({"http", listen_address::parse("127.0.0.1:8000")});
+    const std::vector<systemd::activated_socket> activated = take_systemd_environment(cfg);
     log::set_access_log_enabled(cfg.access_log);
     const bool python = needs_python(cfg);
 #ifdef CORGI_WITH_WSGI
@@ -217,11 +237,19 @@ int serve_command(cli::options& o) {
     std::shared_ptr<url_map> map = build_map(cfg, true);
     server srv(cfg.server);
     srv.set_handler(make_dispatcher(map));
-    for (const auto& l : cfg.listen) {
-        listen_address bound = srv.listen(l.address, protocols::by_name(l.protocol));
+    std::string serving;  // for systemd's STATUS=
+    for (std::size_t i = 0; i < cfg.listen.size(); ++i) {
+        const listen_entry& l = cfg.listen[i];
+        protocol proto = protocols::by_name(l.protocol);
+        listen_address bound = activated.empty() ? srv.listen(l.address, std::move(proto))
+                                                 : srv.adopt(activated[i].fd, std::move(proto));
         std::cerr << "corgi: serving " << l.protocol << " on " << bound.to_string() << "\n";
+        serving += (serving.empty() ? "serving " : ", ") + l.protocol + " on " + bound.to_string();
     }
     print_capacity(cfg);
+    if (::getpid() == 1)
+        std::cerr << "corgi: running as PID 1 without a master: orphaned processes are not "
+                     "reaped (use --master, whose master reaps every child, or an init)\n";
     pidfile_guard pidfile(cfg.processes.pidfile);
     log_files::reopen_on_sigusr1();
     // The hooks a worker runs after its fork run here too: every serving process runs them once.
@@ -229,6 +257,7 @@ int serve_command(cli::options& o) {
 #ifdef CORGI_WITH_WSGI
     if (python) wsgi::run_postfork_hooks();
 #endif
+    systemd::server_notifier notifier(srv, serving);
     srv.run();
 #ifdef CORGI_WITH_WSGI
     if (python) wsgi::shutdown();
@@ -242,6 +271,7 @@ int serve_command(cli::options& o) {
 int worker_main(config cfg, const std::vector<master::inherited_state::listener>& listeners,
                 std::shared_ptr<url_map> preloaded, const std::function<void()>& ready) {
     try {
+        systemd::forget_notify();  // the master speaks for the service
         const bool python = needs_python(cfg);
         log_files::reopen_on_sigusr1();
 #ifdef CORGI_WITH_WSGI
@@ -276,7 +306,7 @@ int worker_main(config cfg, const std::vector<master::inherited_state::listener>
 
 int master_command(cli::options& o, const std::vector<std::string>& argv) {
     config& cfg = o.cfg;
-    if (cfg.listen.empty()) cfg.listen.push_back({"http", listen_address::parse("127.0.0.1:8000")});
+    const std::vector<systemd::activated_socket> activated = take_systemd_environment(cfg);
     log::set_access_log_enabled(cfg.access_log);
     master::options mo;
     mo.workers = cfg.processes.workers;
@@ -327,15 +357,18 @@ int master_command(cli::options& o, const std::vector<std::string>& argv) {
         if (!same)
             std::cerr << "corgi: the listeners in the new configuration differ from the running "
                          "ones; they take effect at the next restart\n";
-        for (const auto& l : mo.listeners)
-            if (l.address.starts_with("unix:")) mo.unix_paths.push_back(l.address.substr(5));
+        mo.unix_paths = mo.inherited->unix_paths;
     } else {
         try {
-            for (const auto& l : cfg.listen) {
+            for (std::size_t i = 0; i < cfg.listen.size(); ++i) {
+                const listen_entry& l = cfg.listen[i];
                 protocols::by_name(l.protocol);  // an unknown protocol fails here, before any fork
-                bound_listener b = bind_listener(l.address, cfg.server.unix_socket_mode);
+                bound_listener b = activated.empty()
+                                       ? bind_listener(l.address, cfg.server.unix_socket_mode)
+                                       : bound_listener{activated[i].fd, activated[i].address};
                 mo.listeners.push_back({b.fd, l.protocol, b.address.to_string()});
-                if (b.address.is_unix) mo.unix_paths.push_back(b.address.path);
+                // An activated socket's file is its socket unit's to remove.
+                if (b.address.is_unix && activated.empty()) mo.unix_paths.push_back(b.address.path);
                 std::cerr << "corgi: serving " << l.protocol << " on " << b.address.to_string()
                           << "\n";
             }

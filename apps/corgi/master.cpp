@@ -3,6 +3,8 @@
 // of it and for the next timer (a respawn after backoff, a straggler's kill, the periodic checks).
 #include "master.hpp"
 
+#include "systemd.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -212,9 +214,12 @@ class supervisor {
             if (iw.kill_at_ns) w.kill_at = from_ns(iw.kill_at_ns);
             workers_.push_back(w);
         }
+        announced_ready_ = true;  // the first generation was announced by the previous image
         if (!opts_.cannot_spawn.empty()) {
             say("master " + std::to_string(::getpid()) + " re-executed; the " +
                 std::to_string(live_count()) + " running workers keep serving");
+            systemd::notify_ready("reload failed (the apps do not import), the old workers keep "
+                                  "serving; " + worker_counts());
             return;
         }
         say("master " + std::to_string(::getpid()) + " re-executed with the new configuration " +
@@ -237,6 +242,7 @@ class supervisor {
                 if (reexec_pending_ && !reload_new_ && replace_queue_.empty()) reexec();
             }
             kill_stragglers(now);
+            systemd::watchdog_tick(now);
 
             std::vector<pollfd> fds;
             fds.push_back({signal_pipe[0], POLLIN, 0});
@@ -264,6 +270,7 @@ class supervisor {
             if (w.kill_at) wake = std::min(wake, *w.kill_at);
             if (w.abort_at) wake = std::min(wake, *w.abort_at + abort_to_kill);
         }
+        wake = std::min(wake, systemd::watchdog_due());
         auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now).count();
         return static_cast<int>(std::clamp<long long>(ms + 1, 0, 1000));
     }
@@ -489,6 +496,7 @@ class supervisor {
         it->ready_at = clock::now();
         booted_ = true;
         say("worker " + std::to_string(it->pid) + " ready");
+        if (it->pid != reload_new_) notify_worker_counts();  // a replacement reports its end
         if (it->pid == reload_new_) {
             reload_new_ = 0;
             backoff_replacement_ = backoff_initial;
@@ -536,11 +544,13 @@ class supervisor {
                 if (stopping_) break;
                 ++target_;
                 say("received SIGTTIN, " + std::to_string(target_) + " workers");
+                notify_worker_counts();
                 break;
             case SIGTTOU:
                 if (stopping_) break;
                 if (target_ > 1) --target_;
                 say("received SIGTTOU, " + std::to_string(target_) + " workers");
+                notify_worker_counts();
                 break;
             case SIGUSR1:
                 say("received SIGUSR1, reopening the log files");
@@ -559,6 +569,8 @@ class supervisor {
                     break;
                 }
                 say("received SIGHUP, replacing the workers one at a time");
+                systemd::notify_reloading("replacing " + std::to_string(live_count()) +
+                                          " workers one at a time");
                 for (auto& w : workers_)
                     if (!w.retiring) queue_replacement(w, "reload");
                 replacing_for_reload_ = true;
@@ -578,13 +590,20 @@ class supervisor {
             replace_queue_.erase(replace_queue_.begin());  // died meanwhile: already respawned
         }
         if (replace_queue_.empty()) {
-            if (replacing_for_reload_) say("every worker replaced");
+            if (replacing_for_reload_) {
+                say("every worker replaced");
+                systemd::notify_ready("every worker replaced; " + worker_counts());
+            }
             replacing_for_reload_ = false;
             return;
         }
         if (clock::now() < retry_replacement_at_) return;
         if (!spawn()) {
             say("replacement postponed: cannot start a new worker");
+            if (replacing_for_reload_)
+                systemd::notify_ready("reload abandoned (cannot start a new worker), the old "
+                                      "workers keep serving; " +
+                                      worker_counts());
             postpone_replacements();
             return;
         }
@@ -626,6 +645,7 @@ class supervisor {
         std::ostringstream state;
         for (const auto& l : opts_.listeners)
             state << "listener " << l.fd << " " << l.protocol << " " << l.address << ";";
+        for (const auto& path : opts_.unix_paths) state << "unlink " << path << ";";
         state << "board " << board_->fd() << " " << board_->size() << ";";
         state << "wake " << wake_pipe[0] << " " << wake_pipe[1] << ";";
         for (const auto& w : workers_)
@@ -642,6 +662,9 @@ class supervisor {
             if (w.ready_fd >= 0) kept.push_back(w.ready_fd);
         for (int fd : kept) set_cloexec(fd, false);
         ::setenv(state_env, state.str().c_str(), 1);
+        systemd::notify_reloading("reloading: re-executing the master, then replacing " +
+                                  std::to_string(live_count()) + " workers one at a time");
+        systemd::export_notify_environment();  // the new image speaks to systemd too
         std::vector<char*> argv;
         for (const auto& a : opts_.argv) argv.push_back(const_cast<char*>(a.c_str()));
         argv.push_back(nullptr);
@@ -652,6 +675,7 @@ class supervisor {
         ::execve("/proc/self/exe", argv.data(), environ);
         const int e = errno;
         ::unsetenv(state_env);
+        systemd::unexport_notify_environment();
         for (int fd : kept) set_cloexec(fd, true);
         ::sigprocmask(SIG_SETMASK, &old, nullptr);
         say(std::string("cannot re-execute the master: ") + std::strerror(e) +
@@ -699,6 +723,8 @@ class supervisor {
     }
 
     void begin_graceful_stop(clock::time_point now) {
+        systemd::notify_stopping("stopping " + std::to_string(live_count()) +
+                                 " workers gracefully");
         stopping_ = true;
         replace_queue_.clear();
         reload_new_ = 0;
@@ -708,6 +734,7 @@ class supervisor {
     }
 
     void begin_quick_stop() {
+        systemd::notify_stopping("stopping now");
         stopping_ = true;
         replace_queue_.clear();
         reload_new_ = 0;
@@ -773,12 +800,17 @@ class supervisor {
             say(who + " " + boot + " (" + describe_status(status) + "); " +
                 (replacing_for_reload_ ? "reload abandoned, the old workers keep serving"
                                        : "the worker it replaces keeps serving for now"));
+            if (replacing_for_reload_)
+                systemd::notify_ready("reload abandoned (a new worker failed to boot: " +
+                                      describe_status(status) + "), the old workers keep serving; " +
+                                      worker_counts());
             postpone_replacements();
             return;
         }
         const auto now = clock::now();
         if (now - w.started >= healthy_lifetime) backoff_ = backoff_initial;
         next_spawn_at_ = now + backoff_;
+        notify_worker_counts();
         say(who + " exited (" + describe_status(status) + lost + "); respawning" +
             (backoff_ > backoff_initial
                  ? " in " +
@@ -788,6 +820,28 @@ class supervisor {
                        " ms"
                  : std::string()));
         backoff_ = std::min<clock::duration>(backoff_ * 2, backoff_max);
+    }
+
+    // systemd (Type=notify): READY=1 once the first generation is ready, then the worker counts
+    // as STATUS= after each change.
+    std::size_t ready_count() const {
+        return static_cast<std::size_t>(
+            std::count_if(workers_.begin(), workers_.end(),
+                          [](const worker& w) { return w.ready && !w.retiring; }));
+    }
+    std::string worker_counts() const {
+        return std::to_string(ready_count()) + " workers ready, " + std::to_string(target_) +
+               " wanted";
+    }
+    void notify_worker_counts() {
+        if (!systemd::notify_enabled() || stopping_) return;
+        const std::string status = worker_counts();
+        if (!announced_ready_ && ready_count() >= target_) {
+            announced_ready_ = true;
+            systemd::notify_ready(status);
+        } else {
+            systemd::notify_status(status);
+        }
     }
 
     void cleanup() {
@@ -824,6 +878,7 @@ class supervisor {
     bool stopping_ = false;
     bool reexec_pending_ = false;
     bool replacing_for_reload_ = false;
+    bool announced_ready_ = false;  // READY=1 sent for the first generation
     int exit_code_ = 0;
     std::vector<pid_t> replace_queue_;  // old workers still to replace, in order
     pid_t reload_new_ = 0;              // the replacement booting now
@@ -855,6 +910,10 @@ std::optional<inherited_state> take_inherited_state() {
             in >> l.fd >> l.protocol;
             std::getline(in >> std::ws, l.address);
             st.listeners.push_back(l);
+        } else if (kind == "unlink") {
+            std::string path;
+            std::getline(in >> std::ws, path);
+            st.unix_paths.push_back(path);
         } else if (kind == "board") {
             in >> st.scoreboard_fd >> st.scoreboard_slots;
         } else if (kind == "worker") {

@@ -38,6 +38,7 @@ struct inherited_state {
         int ready_fd = -1;             // not ready yet: the read end of its readiness pipe
     };
     std::vector<listener> listeners;
+    std::vector<std::string> unix_paths;  // the socket files the master removes at exit
     int scoreboard_fd = -1;
     std::size_t scoreboard_slots = 0;
     int wake_read_fd = -1, wake_write_fd = -1;  // the workers' "look at the scoreboard" pipe

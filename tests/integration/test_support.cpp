@@ -133,12 +133,43 @@ std::string demo_config_text() {
 // child_process
 
 child_process::child_process(std::vector<std::string> argv, std::string cwd)
+    : child_process(std::move(argv), spawn_options{std::move(cwd), {}, {}, false}) {}
+
+child_process::child_process(std::vector<std::string> argv, const spawn_options& options)
     : out_path_(temp_path("stdout")), err_path_(temp_path("stderr")) {
     if (argv.empty()) throw std::invalid_argument("child_process: empty argv");
     // Everything the child needs is prepared before fork: after it, only async-signal-safe calls.
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
+    const bool own_env = !options.env.empty() || options.set_listen_pid;
+    std::vector<std::string> env_strings;
+    if (own_env) {
+        auto name_of = [](std::string_view kv) { return kv.substr(0, kv.find('=')); };
+        for (char** e = environ; *e; ++e) {
+            bool replaced =
+                std::string_view(*e).starts_with("LISTEN_PID=") && options.set_listen_pid;
+            for (const auto& kv : options.env) replaced = replaced || name_of(kv) == name_of(*e);
+            if (!replaced) env_strings.emplace_back(*e);
+        }
+        for (const auto& kv : options.env) env_strings.push_back(kv);
+        // Room for the digits of a pid, written in the child.
+        if (options.set_listen_pid) env_strings.push_back("LISTEN_PID=" + std::string(20, '\0'));
+    }
+    std::vector<char*> envp;
+    for (auto& kv : env_strings) envp.push_back(kv.data());
+    envp.push_back(nullptr);
+    char* listen_pid_digits =
+        options.set_listen_pid ? env_strings.back().data() + std::strlen("LISTEN_PID=") : nullptr;
+    // Copies above any descriptor the child is to receive, so that no dup2 below overwrites one
+    // still to be moved; close-on-exec, as they are only the source of the dup2.
+    const int first_high = 3 + static_cast<int>(options.pass_fds.size());
+    std::vector<int> high_fds;
+    for (int fd : options.pass_fds) {
+        int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, first_high);
+        if (copy < 0) throw std::runtime_error("child_process: cannot duplicate a descriptor");
+        high_fds.push_back(copy);
+    }
     int out_fd = ::open(out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     int err_fd = ::open(err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -146,17 +177,31 @@ child_process::child_process(std::vector<std::string> argv, std::string cwd)
         throw std::runtime_error("child_process: cannot open output files");
     pid_ = ::fork();
     if (pid_ == 0) {
-        if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) ::_exit(126);
+        if (!options.cwd.empty() && ::chdir(options.cwd.c_str()) != 0) ::_exit(126);
         ::dup2(null_fd, 0);
         ::dup2(out_fd, 1);
         ::dup2(err_fd, 2);
+        for (std::size_t i = 0; i < high_fds.size(); ++i)
+            if (::dup2(high_fds[i], 3 + static_cast<int>(i)) < 0) ::_exit(125);
+        if (listen_pid_digits) {
+            char digits[20];
+            int n = 0;
+            for (pid_t p = ::getpid(); p > 0; p /= 10)
+                digits[n++] = static_cast<char>('0' + p % 10);
+            for (int i = 0; i < n; ++i) listen_pid_digits[i] = digits[n - 1 - i];
+            listen_pid_digits[n] = '\0';
+        }
         ::signal(SIGPIPE, SIG_DFL);
-        ::execv(args[0], args.data());
+        if (own_env)
+            ::execve(args[0], args.data(), envp.data());
+        else
+            ::execv(args[0], args.data());
         ::_exit(127);
     }
     ::close(out_fd);
     ::close(err_fd);
     ::close(null_fd);
+    for (int fd : high_fds) ::close(fd);
     if (pid_ < 0) throw std::runtime_error(std::string("fork failed: ") + std::strerror(errno));
 }
 

@@ -42,12 +42,22 @@ struct temp_file {
 // the server with source_dir() as cwd so that the static directory resolves.
 std::string demo_config_text();
 
+// What a child gets beyond its argv, the way a service manager starts a service.
+struct spawn_options {
+    std::string cwd;               // empty: inherit
+    std::vector<std::string> env;  // "NAME=value": added to the test's environment, or replacing
+    std::vector<int> pass_fds;     // the child's descriptors 3, 4, ... (systemd's LISTEN_FDS order)
+    // LISTEN_PID=<the child's own pid>, which only exists after fork (sd_listen_fds(3)).
+    bool set_listen_pid = false;
+};
+
 // A child process with stdout and stderr going to files; killed (SIGKILL) and reaped in the
 // destructor.
 class child_process {
   public:
     // argv[0] is the program path (no PATH lookup). cwd empty: inherit.
     explicit child_process(std::vector<std::string> argv, std::string cwd = {});
+    child_process(std::vector<std::string> argv, const spawn_options& options);
     ~child_process();
     child_process(const child_process&) = delete;
     child_process& operator=(const child_process&) = delete;
