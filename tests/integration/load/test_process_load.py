@@ -53,7 +53,8 @@ def test_ten_reloads_under_load_fail_nothing_and_each_one_takes_effect(prefork, 
             stamped_app.set_version(f"v{i}")
             srv.signal(signal.SIGHUP)
             new = srv.wait_generation(2, old=generation, timeout=30)
-            assert new, f"reload {i}: no new generation of 2 ready workers replaced {generation}:\n" + srv.stderr()[-3000:]
+            assert new, f"reload {i}: no new generation of 2 ready workers replaced {generation}:\n" + \
+                srv.stderr()[-3000:]
             alone_since[i] = time.monotonic()
             generation = new
             time.sleep(0.3)  # the new generation serves a while before the next reload
