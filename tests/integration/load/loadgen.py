@@ -105,6 +105,7 @@ class Load:
         self.post_crc = zlib.crc32(self.post_body)
         self.outcomes = []
         self.stale_discarded = 0  # idle keep-alive connections the server had closed, dropped before reuse
+        self.stale_retried = 0  # requests sent on a keep-alive connection the server closed meanwhile, retried
         self._idle = []
         self._stop = threading.Event()
         self._thread = None
@@ -194,11 +195,11 @@ class Load:
             return reader, writer
         return None
 
-    async def _one(self, o):
+    async def _one(self, o, fresh=False):
         writer = None
         keep = False
         try:
-            conn = self._take_idle() if o.kind == "keepalive" else None
+            conn = self._take_idle() if o.kind == "keepalive" and not fresh else None
             o.reused = conn is not None
             if conn is None:
                 try:
@@ -226,10 +227,24 @@ class Load:
             except asyncio.TimeoutError:
                 return self._end(o, "read_timeout", f"no complete response within {self.timeout} s")
             except asyncio.IncompleteReadError as e:
+                if o.reused and not e.partial and not fresh:
+                    # RFC 9112 9.3.1: a server may close an idle keep-alive connection at any time, and a
+                    # request sent on it meanwhile got no byte back, so it was never processed; clients
+                    # retry such an idempotent request on a new connection (urllib3's retries, nginx's
+                    # proxy_next_upstream). Counted, so the report shows how often it happened.
+                    writer.close()
+                    writer = None
+                    self.stale_retried += 1
+                    return await self._one(o, fresh=True)
                 return self._end(o, "reset", f"closed before the response was complete ({len(e.partial)} bytes)")
             except asyncio.LimitOverrunError as e:
                 return self._end(o, "unexpected_body", f"header block too long: {e}")
             except OSError as e:  # ECONNRESET, ENOTCONN, EPIPE
+                if o.reused and not fresh and isinstance(e, ConnectionResetError):
+                    writer.close()  # the same stale keep-alive case, reset instead of closed
+                    writer = None
+                    self.stale_retried += 1
+                    return await self._one(o, fresh=True)
                 return self._end(o, "reset", str(e))
             except ValueError as e:
                 return self._end(o, "unexpected_body", f"malformed response: {e}")
@@ -301,7 +316,7 @@ class Load:
         return ""
 
 
-def summarize(outcomes, stale_discarded=0):
+def summarize(outcomes, stale_discarded=0, stale_retried=0):
     """Counts by result and by kind, the versions seen, the latency percentiles of the successes."""
     by_result = collections.Counter(o.result for o in outcomes)
     by_kind = {}
@@ -321,6 +336,7 @@ def summarize(outcomes, stale_discarded=0):
         "versions": sorted({o.version for o in outcomes if o.version}),
         "worker_pids": len({o.pid for o in outcomes if o.pid}),
         "stale_keepalive_discarded": stale_discarded,
+        "stale_keepalive_retried": stale_retried,
         "latency_ms_p50_p99_max": [pct(0.5), pct(0.99), pct(1.0)],
         "first_failures": [f"{o.kind} #{o.index}: {o.result} ({o.detail})" for o in outcomes if not o.ok][:10],
     }
@@ -339,7 +355,7 @@ def main(argv=None):
     load = Load(a.port, rate=a.rate, seconds=a.seconds, mix=a.mix, host=a.host, timeout=a.timeout,
                 slow_ms=a.slow_ms)
     outcomes = load.run()
-    json.dump(summarize(outcomes, load.stale_discarded), sys.stdout)
+    json.dump(summarize(outcomes, load.stale_discarded, load.stale_retried), sys.stdout)
     sys.stdout.write("\n")
     return 0
 

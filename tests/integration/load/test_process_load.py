@@ -61,7 +61,7 @@ def test_ten_reloads_under_load_fail_nothing_and_each_one_takes_effect(prefork, 
     finally:
         load.stop()
         outcomes = load.join()
-    print(summarize(outcomes, load.stale_discarded))
+    print(summarize(outcomes, load.stale_discarded, load.stale_retried))
     assert all(o.ok for o in outcomes), failures_report(outcomes)
     assert_mix_was_served(outcomes)
     assert {o.version for o in outcomes} == {f"v{i}" for i in range(reloads + 1)}
@@ -100,7 +100,7 @@ def test_max_requests_recycles_one_worker_at_a_time_under_load(prefork, stamped_
         load.stop()
         outcomes = load.join()
     final = srv.wait_generation(2, timeout=15)
-    print(summarize(outcomes, load.stale_discarded), "accepting min", min(accepting), "samples", len(accepting))
+    print(summarize(outcomes, load.stale_discarded, load.stale_retried), "accepting min", min(accepting), "samples", len(accepting))
     assert all(o.ok for o in outcomes), failures_report(outcomes)
     assert_mix_was_served(outcomes)
     served = collections.Counter(o.pid for o in outcomes)
@@ -168,7 +168,7 @@ def test_kill_9_of_a_worker_under_load_fails_only_the_requests_it_held(prefork, 
     (replacement,) = after - {survivor}
     assert survivor in after
     failed = [o for o in outcomes if not o.ok]
-    print(summarize(outcomes, load.stale_discarded), f"victim held {len(held)} connections,",
+    print(summarize(outcomes, load.stale_discarded, load.stale_retried), f"victim held {len(held)} connections,",
           f"{len(failed)} failed; replacement ready {respawn:.2f} s after the kill")
     assert all(o.local_port in held for o in failed), "failed on a connection the victim did not hold: " + \
         failures_report(outcomes)
@@ -208,7 +208,7 @@ def test_reload_with_code_that_fails_to_import_keeps_the_old_workers_serving(pre
     finally:
         load.stop()
         outcomes = load.join()
-    print(summarize(outcomes, load.stale_discarded))
+    print(summarize(outcomes, load.stale_discarded, load.stale_retried))
     assert all(o.ok for o in outcomes), failures_report(outcomes)
     assert all(o.version == "v0" and o.pid in workers for o in outcomes if o.finished < broken_until)
     assert all(o.version == "v1" and o.pid in fixed for o in outcomes if o.started > fixed_at)
