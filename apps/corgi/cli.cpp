@@ -65,6 +65,10 @@ limits and timeouts (seconds):
   --limit-request-line N (4094, at most 8190)  --limit-request-fields N (100, at most 32768)
   --limit-request-field-size N (8190)  (Gunicorn's limits; 0: unlimited)
   --lingering-time S (30)  --lingering-timeout S (5)  (read and drop a refused request's rest)
+  --harakiri S, --timeout-request S (0: off)  a request still running after S seconds gets
+                           504 and its handler is cancelled (a route's "timeout" overrides it)
+  --harakiri-grace S (10)  then, still not ended S seconds later: logged as stuck, and the worker
+                           is replaced by its master
 processes (a master binding the listeners, pre-forked workers inheriting them):
   --processes N, --workers N, -w N   N workers      --master   a master and 1 worker
   --preload                the master imports the apps before it forks
@@ -227,6 +231,20 @@ options parse(const std::vector<std::string>& args) {
         {"--lingering-timeout",
          [&](const std::string& f, const std::string& v) {
              cfg.server.limits.lingering_timeout = parse_seconds(f, v);
+         }},
+        // uWSGI's --harakiri (Gunicorn has --timeout, but it kills the worker): a deadline that
+        // fails one request.
+        {"--harakiri",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.harakiri = parse_seconds(f, v);
+         }},
+        {"--timeout-request",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.harakiri = parse_seconds(f, v);
+         }},
+        {"--harakiri-grace",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.harakiri_grace = parse_seconds(f, v);
          }},
         {"--match", [&](const std::string&, const std::string& v) { o.match = v; }},
         {"--build", [&](const std::string&, const std::string& v) { o.build = v; }},
