@@ -112,7 +112,9 @@ struct call {
     // --- deadlines (--harakiri, a route's "timeout") ---
     // The io side gave up on the request at its deadline (set before it sends lane_msg::timeout).
     std::atomic<bool> timed_out{false};
-    // The fiber is done with the request: what the watchdog waits for.
+    // started: a fiber has taken the request; finished: that fiber is done with it. What the
+    // watchdog reads without the GIL.
+    std::atomic<bool> started{false};
     std::atomic<bool> finished{false};
     // GIL held: corgi.RequestTimeout was raised in the fiber, or is pending on its thread state.
     bool timeout_raised = false;

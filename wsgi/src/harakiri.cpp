@@ -114,7 +114,10 @@ void watchdog::run_watch() {
                 watched_.pop_back();
                 continue;
             }
-            if (!e.reported && now >= e.stuck_at) {
+            // One that no fiber has taken yet is not stuck itself: its lane is, on another
+            // request, which is the one reported (it is skipped once the lane gets to it).
+            if (!e.reported && now >= e.stuck_at &&
+                e.c->started.load(std::memory_order_acquire)) {
                 e.reported = true;
                 const entry copy = e;
                 lock.unlock();

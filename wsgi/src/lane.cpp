@@ -56,6 +56,7 @@ void call::reset() noexcept {
     input_pos = 0;
     failed_read_status = 0;
     timed_out.store(false, std::memory_order_relaxed);
+    started.store(false, std::memory_order_relaxed);
     finished.store(false, std::memory_order_relaxed);
     timeout_raised = false;
 }
@@ -237,6 +238,7 @@ void lane::start_call(call* c) {
     }
     f->job = c;
     c->runner = f;
+    c->started.store(true, std::memory_order_release);
     run_fiber(*f);
 }
 
@@ -269,6 +271,7 @@ void lane::run_fiber(fiber& f) {
         backlog_.pop_front();
         f.job = next;
         next->runner = &f;
+        next->started.store(true, std::memory_order_release);
     }
 }
 

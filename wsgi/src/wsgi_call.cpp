@@ -427,8 +427,8 @@ void run_wsgi_call(fiber& f, call& c) noexcept {
     if (c.timed_out.load(std::memory_order_acquire)) {
         // Its deadline passed while it queued for a fiber: the client has its 504 already.
         log::warning("wsgi: " + c.app->spec +
-                     ": a request's deadline passed before a fiber was free to run it; skipped "
-                     "(raise --fibers, or --threads)");
+                     ": a request's deadline passed before its lane could start it (the lane was "
+                     "busy: all its fibers taken, or one request holding it in C code); skipped");
         lane_of(c).finish_call(c);
         return;
     }
