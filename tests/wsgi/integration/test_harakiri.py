@@ -60,6 +60,17 @@ def events(srv):
     return json.loads(body)
 
 
+def events_once_recorded(srv, *needed, timeout=5.0):
+    """The recorded events once they include `needed`: the client's 504 goes out at the deadline, and
+    the request's own unwinding (on its lane) may finish a moment later."""
+    deadline = time.monotonic() + timeout
+    seen = events(srv)
+    while not all(n in seen for n in needed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen = events(srv)
+    return seen
+
+
 def stdout_of(srv):
     with open(srv.out_path, "rb") as f:
         return f.read().decode("utf-8", "replace")
@@ -98,7 +109,7 @@ def test_a_spinning_request_gets_504_while_a_sleeping_one_on_the_same_lane_gets_
     sleeper.join(30)
     assert "value" in slept, slept
     assert slept["value"][:2] == (200, b"slept")
-    seen = events(server)
+    seen = events_once_recorded(server, "spin:finally", "spin:close", "sleep:done")
     # RequestTimeout reached the bytecode loop (a BaseException, not an Exception), then the
     # generator's finally ran and the server called the iterable's close().
     assert "spin:raised:RequestTimeout:False" in seen
@@ -119,7 +130,8 @@ def test_a_request_waiting_for_a_body_that_never_comes_gets_504(server):
         took = time.monotonic() - t0
     assert reply.startswith(b"HTTP/1.1 504 "), reply[:200]
     assert GLOBAL_DEADLINE - 0.1 <= took < GLOBAL_DEADLINE + MARGIN
-    assert "read-body:raised:RequestTimeout" in events(server)
+    raised = "read-body:raised:RequestTimeout"
+    assert raised in events_once_recorded(server, raised)
     assert wait_for_access_line(server, "POST", "/read-body", 504)
 
 
@@ -127,7 +139,7 @@ def test_an_awaited_coroutine_is_cancelled_and_the_request_gets_request_timeout(
     status, _, took = timed_get(server, "/await")
     assert status == 504
     assert took < GLOBAL_DEADLINE + MARGIN
-    seen = events(server)
+    seen = events_once_recorded(server, "await:coroutine-cancelled", "await:raised:RequestTimeout")
     assert seen.index("await:coroutine-cancelled") < seen.index("await:raised:RequestTimeout")
 
 
