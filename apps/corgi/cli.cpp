@@ -67,6 +67,8 @@ limits and timeouts (seconds):
   --limit-request-line N (4094, at most 8190)  --limit-request-fields N (100, at most 32768)
   --limit-request-field-size N (8190)  (Gunicorn's limits; 0: unlimited)
   --lingering-time S (30)  --lingering-timeout S (5)  (read and drop a refused request's rest)
+  --harakiri S, --timeout-request S (0: off): past S a request gets 504, its handler cancelled (route "timeout")
+  --harakiri-grace S (10): still running S later: logged as stuck, its worker replaced by the master
 processes (a master binding the listeners, pre-forked workers inheriting them; see docs/deploy.md):
   --processes N, --workers N, -w N   N workers     --master   a master and 1 worker     --pidfile FILE
   --lazy-apps              import the apps in each worker (default: once in the master, before the fork)
@@ -76,9 +78,8 @@ processes (a master binding the listeners, pre-forked workers inheriting them; s
 logs: --access-log FILE (stdout)  --error-log FILE (stderr)  --disable-logging (no access log)
   --access-log-format common|combined|json|'{template}'  --forwarded-allow-ips LIST (127.0.0.1,::1; X-Request-Id)
 other: --check-config (check the configuration and the URL map, exit 0 or 2)  --help  --version
-environment (systemd, read once then unset; docs/deploy.md): NOTIFY_SOCKET (Type=notify; WATCHDOG_USEC),
-  LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES (socket activation: fds 3... replace the listeners; a fd's protocol
-  is its name, else that of the listener flag at its address, else http)
+systemd (docs/deploy.md): NOTIFY_SOCKET (Type=notify, WATCHDOG_USEC); LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES
+  (socket activation: fds 3... replace the listeners; protocol: the fd's name, the listener at its address, http)
 )";
 }
 
@@ -291,6 +292,20 @@ options parse(const std::vector<std::string>& args) {
         {"--lingering-timeout",
          [&](const std::string& f, const std::string& v) {
              cfg.server.limits.lingering_timeout = parse_seconds(f, v);
+         }},
+        // uWSGI's --harakiri (Gunicorn has --timeout, but it kills the worker): a deadline that
+        // fails one request.
+        {"--harakiri",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.harakiri = parse_seconds(f, v);
+         }},
+        {"--timeout-request",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.harakiri = parse_seconds(f, v);
+         }},
+        {"--harakiri-grace",
+         [&](const std::string& f, const std::string& v) {
+             cfg.server.limits.harakiri_grace = parse_seconds(f, v);
          }},
         {"--match", [&](const std::string&, const std::string& v) { o.match = v; }},
         {"--build", [&](const std::string&, const std::string& v) { o.build = v; }},

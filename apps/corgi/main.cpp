@@ -77,6 +77,11 @@ std::shared_ptr<url_map> build_map(const config& cfg, bool load_python) {
     return compile_routes(routes, targets);
 }
 
+dispatch_options dispatch_options_of(const config& cfg) {
+    return {.request_timeout = cfg.server.limits.harakiri,
+            .stuck_grace = cfg.server.limits.harakiri_grace};
+}
+
 nlohmann::json value_to_json(const route_value& v) {
     return std::visit([](const auto& x) { return nlohmann::json(x); }, v);
 }
@@ -100,6 +105,9 @@ int routes_command(const cli::options& o) {
             for (const auto& [name, value] : m.args) args[name] = value_to_json(value);
             out["args"] = args;
             if (m.is_mount) out["mount"] = m.mount_prefix;
+            // The route's own deadline in seconds (0: none); absent: the global --harakiri.
+            if (m.timeout != inherit_timeout)
+                out["timeout"] = std::chrono::duration<double>(m.timeout).count();
         } else if (m.status == 405) {
             out["allow"] = m.allow;
         } else if (m.status == 308) {
@@ -131,22 +139,40 @@ int routes_command(const cli::options& o) {
         return 0;
     }
     auto rules = map->rules();
-    std::size_t w_rule = 4, w_endpoint = 8;
+    std::size_t w_rule = 4, w_endpoint = 8, w_methods = 7;
+    bool timeouts = false;  // the TIMEOUT column appears when a route sets its own
+    std::vector<std::string> methods_of;
     for (const auto& r : rules) {
         w_rule = std::max(w_rule, r.pattern.size());
         w_endpoint = std::max(w_endpoint, r.endpoint.size());
+        std::string methods;
+        for (const auto& m : r.methods) methods += (methods.empty() ? "" : ",") + m;
+        methods_of.push_back(methods.empty() ? "*" : methods);
+        w_methods = std::max(w_methods, methods_of.back().size());
+        timeouts = timeouts || r.timeout != inherit_timeout;
     }
     auto pad = [](std::string s, std::size_t w) {
         return s.size() < w ? s + std::string(w - s.size(), ' ') : s;
     };
-    std::cout << pad("RULE", w_rule) << "  " << pad("ENDPOINT", w_endpoint)
-              << "  KIND      METHODS\n";
-    for (const auto& r : rules) {
-        std::string methods;
-        for (const auto& m : r.methods) methods += (methods.empty() ? "" : ",") + m;
+    // "-": the global --harakiri; "off": no deadline on this route; else seconds.
+    auto timeout_text = [](std::chrono::milliseconds t) -> std::string {
+        if (t == inherit_timeout) return "-";
+        if (t.count() == 0) return "off";
+        std::ostringstream s;
+        s << std::chrono::duration<double>(t).count() << "s";
+        return s.str();
+    };
+    std::cout << pad("RULE", w_rule) << "  " << pad("ENDPOINT", w_endpoint) << "  KIND      "
+              << (timeouts ? pad("METHODS", w_methods) + "  TIMEOUT" : std::string("METHODS"))
+              << "\n";
+    for (std::size_t i = 0; i < rules.size(); ++i) {
+        const auto& r = rules[i];
         const char* kind = r.type == route_entry::kind::mount ? "mount" : "rule";
         std::cout << pad(r.pattern, w_rule) << "  " << pad(r.endpoint, w_endpoint) << "  "
-                  << pad(kind, 8) << "  " << (methods.empty() ? "*" : methods) << "\n";
+                  << pad(kind, 8) << "  "
+                  << (timeouts ? pad(methods_of[i], w_methods) + "  " + timeout_text(r.timeout)
+                               : methods_of[i])
+                  << "\n";
     }
     return 0;
 }
@@ -230,13 +256,14 @@ int serve_command(cli::options& o) {
     config& cfg = o.cfg;
     const std::vector<systemd::activated_socket> activated = take_systemd_environment(cfg);
     log::set_access_log_enabled(cfg.access_log);
+    cfg.python.harakiri_grace = cfg.server.limits.harakiri_grace;
     const bool python = needs_python(cfg);
 #ifdef CORGI_WITH_WSGI
     if (python) wsgi::initialize(cfg.python);
 #endif
     std::shared_ptr<url_map> map = build_map(cfg, true);
     server srv(cfg.server);
-    srv.set_handler(make_dispatcher(map));
+    srv.set_handler(make_dispatcher(map, dispatch_options_of(cfg)));
     std::string serving;  // for systemd's STATUS=
     for (std::size_t i = 0; i < cfg.listen.size(); ++i) {
         const listen_entry& l = cfg.listen[i];
@@ -289,7 +316,7 @@ int worker_main(config cfg, const std::vector<master::inherited_state::listener>
         cfg.server.handle_signals = true;
         cfg.server.stop_on_sigint = false;
         server srv(cfg.server);
-        srv.set_handler(make_dispatcher(map));
+        srv.set_handler(make_dispatcher(map, dispatch_options_of(cfg)));
         for (const auto& l : listeners) srv.adopt(l.fd, protocols::by_name(l.protocol));
         // Ready once run() has started the acceptors (posted after them).
         net::post(srv.main_context(),
@@ -308,6 +335,7 @@ int master_command(cli::options& o, const std::vector<std::string>& argv) {
     config& cfg = o.cfg;
     const std::vector<systemd::activated_socket> activated = take_systemd_environment(cfg);
     log::set_access_log_enabled(cfg.access_log);
+    cfg.python.harakiri_grace = cfg.server.limits.harakiri_grace;
     master::options mo;
     mo.workers = cfg.processes.workers;
     mo.graceful_timeout = cfg.server.limits.graceful_timeout;

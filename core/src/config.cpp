@@ -244,13 +244,18 @@ void apply_config(config& cfg, const nlohmann::json& doc) {
                             l.lingering_time = as_seconds(x, p);
                         else if (k == "lingering_timeout")
                             l.lingering_timeout = as_seconds(x, p);
+                        else if (k == "harakiri" || k == "timeout_request")
+                            l.harakiri = as_seconds(x, p);
+                        else if (k == "harakiri_grace")
+                            l.harakiri_grace = as_seconds(x, p);
                         else
                             throw config_error(
                                 p,
                                 "unknown limit (expected max_header_bytes, max_body_bytes, "
                                 "max_connections, max_requests_per_connection, "
                                 "limit_request_line, limit_request_fields, "
-                                "limit_request_field_size, lingering_time or lingering_timeout)");
+                                "limit_request_field_size, lingering_time, lingering_timeout, "
+                                "harakiri (alias timeout_request) or harakiri_grace)");
                     });
             } else if (key == "timeouts") {
                 auto& l = cfg.server.limits;

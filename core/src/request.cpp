@@ -128,6 +128,7 @@ void request::reset() noexcept {
     path_info.clear();
     endpoint.clear();
     args.clear();
+    time_limit = std::chrono::milliseconds(0);
     content_length.reset();
     chunked = false;
     body = nullptr;

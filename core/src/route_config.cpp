@@ -7,6 +7,7 @@
 #include "url_map_detail.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <initializer_list>
 
 namespace corgi {
@@ -45,10 +46,11 @@ std::string quoted_list(std::initializer_list<std::string_view> names) {
     return s;
 }
 
-constexpr std::string_view rule_keys[] = {"rule", "endpoint", "methods", "strict_slashes", "return",
-                                          "echo", "redirect", "static",  "handler",        "wsgi"};
-constexpr std::string_view mount_keys[] = {"mount",   "endpoint", "wsgi",  "static",
-                                           "handler", "echo",     "return"};
+constexpr std::string_view rule_keys[] = {"rule",   "endpoint", "methods", "strict_slashes",
+                                          "return", "echo",     "redirect", "static",
+                                          "handler", "wsgi",    "timeout"};
+constexpr std::string_view mount_keys[] = {"mount",   "endpoint", "wsgi",   "static",
+                                           "handler", "echo",     "return", "timeout"};
 constexpr std::string_view submount_keys[] = {"submount", "routes"};
 constexpr std::string_view rule_targets[] = {"return", "echo",    "redirect",
                                              "static", "handler", "wsgi"};
@@ -79,6 +81,19 @@ void check_keys(const json& entry, const std::string& pointer, const std::string
                                    " entry (expected one of: " + list_of(allowed) + ")");
         }
     }
+}
+
+// A route's "timeout": seconds (fractional allowed), 0 for no deadline on this route.
+std::chrono::milliseconds timeout_at(const json& entry, const std::string& pointer) {
+    if (!entry.contains("timeout")) return inherit_timeout;
+    const json& v = entry.at("timeout");
+    if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < 0)
+        throw config_error(child(pointer, "timeout"),
+                           "must be a duration in seconds (a non-negative number; 0: no "
+                           "deadline for this route), got " +
+                               v.dump());
+    return std::chrono::milliseconds(
+        static_cast<std::int64_t>(std::llround(v.get<double>() * 1000.0)));
 }
 
 const std::string& string_at(const json& entry, std::string_view key, const std::string& pointer) {
@@ -148,8 +163,9 @@ class compiler {
         }
         mounts_.emplace_back(full, p);
         std::string endpoint = e.contains("endpoint") ? string_at(e, "endpoint", p) : std::string();
+        const std::chrono::milliseconds timeout = timeout_at(e, p);
         handler h = target(e, p, mount_targets);
-        return mount(mount_prefix, std::move(h), std::move(endpoint));
+        return mount(mount_prefix, std::move(h), std::move(endpoint), timeout);
     }
 
     route_entry rule_entry(const json& e, const std::string& p, const std::string& prefix) {
@@ -187,6 +203,7 @@ class compiler {
             }
             options.strict_slashes = e.at("strict_slashes").get<bool>();
         }
+        options.timeout = timeout_at(e, p);
         std::string endpoint = e.contains("endpoint") ? string_at(e, "endpoint", p) : full;
         if (endpoint.empty()) throw config_error(child(p, "endpoint"), "must not be empty");
 

@@ -5,7 +5,15 @@
 // (werkzeug validates after the match and gives up with a 404 when, say, an int is out of range;
 // here the next candidate rule is tried instead).
 #include <corgi/core/url_map.hpp>
+#include <corgi/core/http_error.hpp>
+#include <corgi/core/log.hpp>
 #include <corgi/core/supervision.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 
 #include "url_map_detail.hpp"
 
@@ -14,6 +22,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <optional>
 #include <system_error>
@@ -788,6 +797,7 @@ struct rule_data {
     handler target;
     std::vector<std::string> methods;  // normalized; empty: any
     bool strict_slashes = true;
+    std::chrono::milliseconds timeout = inherit_timeout;
     route_entry::kind type = route_entry::kind::rule;
     parsed_pattern parsed;  // rules only
     std::string prefix;     // mounts only: "" for a mount at "/"
@@ -813,12 +823,14 @@ route_entry submount(std::string prefix, std::vector<route_entry> entries) {
     return e;
 }
 
-route_entry mount(std::string prefix, handler target, std::string endpoint) {
+route_entry mount(std::string prefix, handler target, std::string endpoint,
+                  std::chrono::milliseconds timeout) {
     route_entry e;
     e.type = route_entry::kind::mount;
     e.pattern = std::move(prefix);
     e.target = std::move(target);
     e.endpoint = std::move(endpoint);
+    e.options.timeout = timeout;
     return e;
 }
 
@@ -853,6 +865,7 @@ struct url_map::impl {
         r->pattern = std::move(pattern);
         r->endpoint = e.endpoint.empty() ? r->pattern : e.endpoint;
         r->target = e.target;
+        r->timeout = e.options.timeout;
         try {
             r->methods = detail::normalize_methods(e.options.methods);
         } catch (const routing_error& err) {
@@ -908,6 +921,7 @@ struct url_map::impl {
         r->pattern = prefix.empty() ? "/" : prefix;
         r->endpoint = e.endpoint.empty() ? r->pattern : e.endpoint;
         r->target = e.target;
+        r->timeout = e.options.timeout;
         if (!r->target) throw routing_error("mount '" + r->pattern + "': no handler");
         mounts.push_back(r.get());
         rules.push_back(std::move(r));
@@ -1081,6 +1095,7 @@ void url_map::match(std::string_view method, std::string_view path, match_result
         out.status = 200;
         out.target = &r->target;
         out.endpoint = r->endpoint;
+        out.timeout = r->timeout;
         out.args.resize(ctx.arg_count);
         for (std::size_t i = 0; i < ctx.arg_count; ++i)
             out.args[i].first.assign(r->parsed.arg_names[i]);
@@ -1116,6 +1131,7 @@ void url_map::match(std::string_view method, std::string_view path, match_result
             out.status = 200;
             out.target = &m->target;
             out.endpoint = m->endpoint;
+            out.timeout = m->timeout;
             out.is_mount = true;
             out.mount_prefix.assign(prefix);
             return;
@@ -1193,7 +1209,7 @@ std::string url_map::build(std::string_view endpoint,
 std::vector<url_map::rule_info> url_map::rules() const {
     std::vector<rule_info> out;
     auto add = [&](const detail::rule_data* r) {
-        out.push_back(rule_info{r->pattern, r->endpoint, r->methods, r->type});
+        out.push_back(rule_info{r->pattern, r->endpoint, r->methods, r->type, r->timeout});
     };
     // Depth first in the matcher's order: rules ending here, static transitions, then dynamic ones
     // by weight.
@@ -1237,7 +1253,111 @@ struct supervised_request {
     supervised_request& operator=(const supervised_request&) = delete;
 };
 
-task<response> dispatch(std::shared_ptr<const url_map> map, request& req) {
+// --- deadlines (--harakiri, a route's "timeout") ------------------------------------------------
+
+using steady = std::chrono::steady_clock;
+
+std::string seconds_text(steady::duration d) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3g s", std::chrono::duration<double>(d).count());
+    return text;
+}
+
+// "GET /slow?x=1 (route 'slow')", for the log lines of a request past its deadline.
+std::string describe(const request& req) {
+    std::string s = req.method + ' ' + req.target;
+    if (!req.endpoint.empty()) s += " (route '" + req.endpoint + "')";
+    return s;
+}
+
+// A handler cancelled at its deadline that has not ended `grace` later is stuck (it waits on
+// something that ignores cancellation): logged, and the process asks its master to replace it.
+// Made only once a deadline has passed; the handler's end cancels it.
+struct stuck_watch {
+    net::steady_timer timer;
+    std::string what;
+    steady::time_point started;
+    stuck_watch(const net::any_io_executor& ex, std::string w, steady::time_point s)
+        : timer(ex), what(std::move(w)), started(s) {}
+};
+
+void watch_for_stuck(const std::shared_ptr<stuck_watch>& watch, std::chrono::milliseconds grace) {
+    watch->timer.expires_after(grace);
+    watch->timer.async_wait([watch](boost::system::error_code ec) {
+        if (ec) return;  // the handler ended in time
+        log::error("request deadline: " + watch->what + " is stuck: still running " +
+                   seconds_text(steady::now() - watch->started) +
+                   " after it started, ignoring its cancellation");
+        if (!supervision::request_replacement(supervision::replacement_reason::stuck_request,
+                                              watch->what))
+            log::error("request deadline: no master supervises this process, so it cannot be "
+                       "recycled; the stuck request keeps its resources");
+    });
+}
+
+// Waits for the deadline; then, while the parallel group cancels the handler, watches that it
+// ends within the grace.
+task<void> expire_at(steady::time_point deadline, std::shared_ptr<stuck_watch>& watch,
+                     const request& req, std::chrono::milliseconds grace) {
+    auto ex = co_await net::this_coro::executor;
+    net::steady_timer timer(ex, deadline);
+    co_await timer.async_wait(net::use_awaitable);
+    watch = std::make_shared<stuck_watch>(ex, describe(req), req.handler_started);
+    watch_for_stuck(watch, grace);
+}
+
+// A streamed body still being produced at the deadline: the producer is cancelled and the
+// connection ends (the head has gone out, so the client sees a truncated response). If nothing
+// had gone out yet, the writer answers with this error's 504.
+task<void> produce_before(const body_producer& inner, body_writer& writer,
+                          steady::time_point deadline, const std::string& what) {
+    auto ex = co_await net::this_coro::executor;
+    net::steady_timer timer(ex, deadline);
+    auto [order, error, timer_error] =
+        co_await net::experimental::make_parallel_group(
+            net::co_spawn(ex, inner(writer), net::deferred), timer.async_wait(net::deferred))
+            .async_wait(net::experimental::wait_for_one(), net::deferred);
+    (void)timer_error;
+    if (order[0] == 0) {
+        if (error) std::rethrow_exception(error);
+        co_return;
+    }
+    throw http_error(504, what + " ran past its deadline while its response body was being "
+                                 "sent: body cut off, connection closed");
+}
+
+task<response> run_with_deadline(const handler& target, request& req,
+                                 std::chrono::milliseconds limit,
+                                 std::chrono::milliseconds grace) {
+    auto ex = co_await net::this_coro::executor;
+    req.handler_started = steady::now();
+    req.time_limit = limit;
+    const steady::time_point deadline = req.handler_started + limit;
+    std::shared_ptr<stuck_watch> watch;
+    auto [order, error, res, expired_error] =
+        co_await net::experimental::make_parallel_group(
+            net::co_spawn(ex, target(req), net::deferred),
+            net::co_spawn(ex, expire_at(deadline, watch, req, grace), net::deferred))
+            .async_wait(net::experimental::wait_for_one(), net::deferred);
+    (void)expired_error;
+    if (watch) watch->timer.cancel();  // the handler has ended
+    if (order[0] == 0) {
+        if (error) std::rethrow_exception(error);
+        if (auto* producer = std::get_if<body_producer>(&res.body); producer && *producer) {
+            res.body = body_producer(
+                [inner = std::move(*producer), deadline, what = describe(req)](body_writer& w) {
+                    return produce_before(inner, w, deadline, what);
+                });
+        }
+        co_return std::move(res);
+    }
+    log::warning("request deadline: " + describe(req) + " ran past its " + seconds_text(limit) +
+                 ": cancelled, answered 504 Gateway Timeout");
+    co_return response::error(504);
+}
+
+task<response> dispatch(std::shared_ptr<const url_map> map, dispatch_options options,
+                        request& req) {
     supervised_request counted;
     auto& m = dispatch_scratch();
     map->match(req.method, req.path_info, m);
@@ -1250,7 +1370,11 @@ task<response> dispatch(std::shared_ptr<const url_map> map, request& req) {
                 req.script_name += m.mount_prefix;
                 req.path_info.erase(0, m.mount_prefix.size());
             }
-            co_return co_await (*target)(req);
+            const std::chrono::milliseconds limit =
+                m.timeout >= std::chrono::milliseconds(0) ? m.timeout : options.request_timeout;
+            // No deadline: the handler is awaited directly (no timer, no extra coroutine).
+            if (limit <= std::chrono::milliseconds(0)) co_return co_await (*target)(req);
+            co_return co_await run_with_deadline(*target, req, limit, options.stuck_grace);
         }
         case 405: {
             // OPTIONS on a path whose rules do not list it: answered here, as werkzeug/Flask do.
@@ -1280,9 +1404,9 @@ task<response> dispatch(std::shared_ptr<const url_map> map, request& req) {
 
 }  // namespace
 
-handler make_dispatcher(std::shared_ptr<const url_map> map) {
+handler make_dispatcher(std::shared_ptr<const url_map> map, dispatch_options options) {
     if (!map) throw std::invalid_argument("make_dispatcher: null url_map");
-    return [map = std::move(map)](request& req) { return dispatch(map, req); };
+    return [map = std::move(map), options](request& req) { return dispatch(map, options, req); };
 }
 
 }  // namespace corgi

@@ -427,8 +427,16 @@ task<send_result> send_response(output& out, response& res, const response_frami
             result.body_bytes = writer.body_bytes();
             co_return result;
         }
-        // Nothing went out yet: a plain 500 is still possible.
-        response err = response::error(500);
+        // Nothing went out yet: an error response is still possible (the status of an
+        // http_error, such as the 504 of a deadline, else 500).
+        int status = 500;
+        try {
+            std::rethrow_exception(failure);
+        } catch (const http_error& e) {
+            status = e.status();
+        } catch (...) {
+        }
+        response err = response::error(status);
         response_framing f = framing;
         f.keep_alive = false;
         co_return co_await send_response(out, err, f, scratch);

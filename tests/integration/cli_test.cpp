@@ -247,3 +247,63 @@ TEST_CASE("cli: request limit and lingering JSON keys refuse bad values naming t
         CHECK(r.err.find("unknown") == std::string::npos);  // known, and the value is wrong
     }
 }
+
+TEST_CASE("cli: deadline flags, JSON keys and a route's timeout refuse bad values", "[cli]") {
+    for (std::vector<std::string> args : {std::vector<std::string>{"--harakiri", "-1"},
+                                          {"--timeout-request", "soon"},
+                                          {"--harakiri-grace", "nan"}}) {
+        auto r = run_corgi(args);
+        INFO(args[0] << " " << args[1]);
+        INFO(r.err);
+        CHECK(r.exit_code == 2);
+        CHECK(r.err.find(args[0]) != std::string::npos);
+    }
+    for (std::string limit : {R"("harakiri": -2)", R"("timeout_request": "1s")",
+                              R"("harakiri_grace": [10])"}) {
+        temp_file cfg("deadline.json",
+                      R"({"listen": [{"http": "127.0.0.1:0"}], "limits": {)" + limit + "}}");
+        auto r = run_corgi({"--config", cfg.path});
+        const std::string key = limit.substr(1, limit.find('"', 1) - 1);
+        INFO(limit);
+        INFO(r.err);
+        CHECK(r.exit_code == 2);
+        CHECK(r.err.find("/limits/" + key) != std::string::npos);
+        CHECK(r.err.find("unknown") == std::string::npos);
+    }
+    temp_file routes("route-timeout.json", R"({"routes": [
+        {"rule": "/a", "return": "a"},
+        {"mount": "/m", "return": "m", "timeout": "long"}]})");
+    auto r = run_corgi({"routes", "--config", routes.path});
+    INFO(r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("/routes/1/timeout") != std::string::npos);
+}
+
+TEST_CASE("cli: corgi routes shows a route's own timeout; --match reports it", "[cli][routes]") {
+    temp_file routes("route-timeout.json", R"({"routes": [
+        {"rule": "/slow", "handler": "sleep", "timeout": 2.5},
+        {"rule": "/free", "handler": "sleep", "timeout": 0},
+        {"rule": "/plain", "handler": "plaintext"}]})");
+    auto r = run_corgi({"routes", "--config", routes.path});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    auto lines = lines_of(r.out);
+    REQUIRE(lines.size() >= 4);
+    CHECK(lines[0].find("TIMEOUT") != std::string::npos);
+    auto row = [&](std::string_view rule) {
+        for (const auto& line : lines)
+            if (line.starts_with(rule)) return line;
+        return std::string();
+    };
+    CHECK(row("/slow").ends_with("2.5s"));
+    CHECK(row("/free").ends_with("off"));
+    CHECK(row("/plain").ends_with("-"));
+
+    auto m = run_corgi({"routes", "--config", routes.path, "--match", "GET /slow"});
+    INFO(m.err);
+    REQUIRE(m.exit_code == 0);
+    auto j = nlohmann::json::parse(m.out);
+    CHECK(j.at("timeout").get<double>() == 2.5);
+    auto plain = run_corgi({"routes", "--config", routes.path, "--match", "GET /plain"});
+    CHECK_FALSE(nlohmann::json::parse(plain.out).contains("timeout"));
+}

@@ -7,6 +7,7 @@
 
 #include "fiber.hpp"
 #include "lane.hpp"
+#include "wsgi_call.hpp"
 
 #include <corgi/core/log.hpp>
 
@@ -492,6 +493,7 @@ PyObject* await_in_fiber(PyObject* awaitable) {
     py_ref waker_ref(reinterpret_cast<PyObject*>(waker));
     py_ref added(PyObject_CallMethod(future.get(), "add_done_callback", "O", waker_ref.get()));
     if (!added) return nullptr;
+    bool deadline_passed = false;
     for (;;) {
         bool done = false;
         if (!future_done(future.get(), done)) {
@@ -506,10 +508,18 @@ PyObject* await_in_fiber(PyObject* awaitable) {
             continue;
         }
         f->aio_idle_token = f->arm();
-        f->wait();
+        const bool in_time = f->wait();
         f->aio_idle_token = 0;
+        if (!in_time && !deadline_passed) {
+            // The request's deadline: the awaited coroutine is cancelled the asyncio way
+            // (CancelledError at its await, its finally blocks run) and waited for, so that none
+            // of its steps is left behind; then the request gets RequestTimeout here.
+            deadline_passed = true;
+            if (!py_ref(PyObject_CallMethod(future.get(), "cancel", nullptr))) PyErr_Clear();
+        }
     }
     waker->target = nullptr;
+    if (deadline_passed) return raise_request_timeout(*f->job);
     return PyObject_CallMethod(future.get(), "result", nullptr);
 }
 

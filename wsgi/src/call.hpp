@@ -49,10 +49,14 @@ enum class lane_msg : std::uint8_t {
     body_ready,  // `body_piece` (or `body_error_status`) holds the result of the read
     next_chunk,  // the big chunk was written, or the outbox has room again: produce the next one
     abort,       // the client is gone (or the body will never be sent): close the iterable and stop
+    timeout,     // the request's deadline passed (the client got 504): raise corgi.RequestTimeout
+                 // in the fiber if it waits; the watchdog (harakiri.hpp) reaches a running one
 };
 
 struct call {
-    using io_handler = net::async_result<net::use_awaitable_t<>, void()>::handler_type;
+    // Completed with operation_aborted when the io side's wait is cancelled (the deadline).
+    using io_handler = net::async_result<net::use_awaitable_t<>,
+                                         void(boost::system::error_code)>::handler_type;
 
     // Chunks up to this size are copied into the outbox and the fiber goes on; bigger ones are
     // written from the app's bytes object while the fiber waits (no copy of large bodies).
@@ -63,7 +67,8 @@ struct call {
     // --- set by the io side before the start message ---
     lane* home = nullptr;
     const app_entry* app = nullptr;
-    request* req = nullptr;
+    request* req = nullptr;  // the connection's: the fiber reads it only until the io side leaves
+    bool has_body = false;   // req->body != nullptr, for the fiber after the io side left
     // A copy of req->id(): the fiber may outlive the io side's interest in `req` (a streamed
     // response abandoned, a deadline), and its logs and corgi.request_id() still name the request.
     std::string request_id;
@@ -107,8 +112,18 @@ struct call {
     int failed_read_status =
         0;  // a body read failed with this status: the app's exception maps to it
 
-    // Both sides and every message in the lane's inbox hold a reference; the last to let go returns
-    // the call to its lane's pool.
+    // --- deadlines (--harakiri, a route's "timeout") ---
+    // The io side gave up on the request at its deadline (set before it sends lane_msg::timeout).
+    std::atomic<bool> timed_out{false};
+    // started: a fiber has taken the request; finished: that fiber is done with it. What the
+    // watchdog reads without the GIL.
+    std::atomic<bool> started{false};
+    std::atomic<bool> finished{false};
+    // GIL held: corgi.RequestTimeout was raised in the fiber, or is pending on its thread state.
+    bool timeout_raised = false;
+
+    // Both sides, every message in the lane's inbox and the watchdog hold a reference; the last to
+    // let go returns the call to its lane's pool.
     std::atomic<int> refs{0};
 
     // Back to the pristine state (fiber side, when the call is reused).

@@ -9,10 +9,12 @@
 #include "asyncio_bridge.hpp"
 #include "call.hpp"
 #include "fiber.hpp"
+#include "call.hpp"
 #include "lane.hpp"
 #include "runtime.hpp"
 
 #include <corgi/wsgi/wsgi.hpp>
+#include "wsgi_call.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -79,7 +81,10 @@ PyObject* corgi_sleep(PyObject*, PyObject* arg) {
     const std::uint64_t token = f->arm();
     f->timer.expires_after(to_duration(seconds));
     f->timer.async_wait([f, token](boost::system::error_code) { f->owner().wake(*f, token); });
-    f->wait();
+    if (!f->wait()) {
+        f->timer.cancel();
+        return raise_request_timeout(*f->job);
+    }
     Py_RETURN_NONE;
 }
 
@@ -131,10 +136,11 @@ PyObject* wait_fd(PyObject* args, PyObject* kwargs, bool readable) {
             f->owner().wake(*f, token);
         });
     }
-    f->wait();
+    const bool in_time = f->wait();
     f->timer.cancel();
     f->descriptor
         .reset();  // closes the duplicate; a pending wait completes as aborted and is ignored
+    if (!in_time) return raise_request_timeout(*f->job);
     return PyBool_FromLong(f->wait_result);
 }
 
@@ -151,7 +157,7 @@ PyObject* corgi_suspend(PyObject*, PyObject*) {
     const std::uint64_t token = f->arm();
     f->owner().wake_later(
         *f, token);  // behind the handlers already queued: other fibers and I/O go first
-    f->wait();
+    if (!f->wait()) return raise_request_timeout(*f->job);
     Py_RETURN_NONE;
 }
 
@@ -239,7 +245,16 @@ PyModuleDef corgi_module_def = {
     nullptr,
     nullptr};
 
-PyObject* init_corgi_module() { return PyModule_Create(&corgi_module_def); }
+PyObject* init_corgi_module() {
+    PyObject* module = PyModule_Create(&corgi_module_def);
+    if (!module) return nullptr;
+    PyObject* timeout = request_timeout_type();
+    if (!timeout || PyModule_AddObjectRef(module, "RequestTimeout", timeout) != 0) {
+        Py_DECREF(module);
+        return nullptr;
+    }
+    return module;
+}
 
 }  // namespace
 

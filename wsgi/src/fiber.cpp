@@ -106,7 +106,7 @@ void fiber::resume() {
 
 void fiber::suspend() { sink_ = std::move(sink_).resume(); }
 
-void fiber::wait() {
+bool fiber::wait() {
     waiting_ = true;
     // Suspended in the middle of an asyncio step (a blocking read in a coroutine): the loop runs
     // other tasks meanwhile, which must not find this one current.
@@ -114,6 +114,7 @@ void fiber::wait() {
     suspend();
     if (task) restore_current_task(owner_, std::move(task));
     waiting_ = false;
+    return !std::exchange(interrupted_, false);
 }
 
 void fiber::loop() {

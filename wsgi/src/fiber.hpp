@@ -52,8 +52,12 @@ class fiber {
     // fired while its descriptor won the race) carry stale tokens and are ignored.
     std::uint64_t arm() noexcept { return ++wait_token_; }
     bool accepts(std::uint64_t token) const noexcept { return waiting_ && token == wait_token_; }
-    // Suspends until lane::wake(*this, token) with the token of the last arm().
-    void wait();
+    // Suspends until lane::wake(*this, token) with the token of the last arm(). False when
+    // interrupt() ended the wait instead: the request's deadline passed, and the caller raises
+    // corgi.RequestTimeout (raise_request_timeout in wsgi_call.hpp).
+    bool wait();
+    // Lane thread, the fiber waiting: its wait ends as interrupted when the lane resumes it.
+    void interrupt() noexcept { interrupted_ = true; }
 
     lane& owner() noexcept { return owner_; }
     PyThreadState* tstate() const noexcept { return tstate_; }
@@ -93,6 +97,7 @@ class fiber {
     boost::context::fiber sink_;  // the lane, while the fiber runs
     std::uint64_t wait_token_ = 0;
     bool waiting_ = false;
+    bool interrupted_ = false;
     bool quit_ = false;
     bool running_loop_ = false;
 };

@@ -6,7 +6,9 @@
 #include "corgi_module.hpp"
 #include "environ.hpp"
 #include "fiber.hpp"
+#include "harakiri.hpp"
 #include "lane.hpp"
+#include "wsgi_call.hpp"
 #include "runtime.hpp"
 #include "wsgi_types.hpp"
 
@@ -221,8 +223,12 @@ void start_lanes() {
     for (std::size_t i = 0; i < rt->settings.threads; ++i) {
         rt->lanes.push_back(std::make_unique<lane>(i, rt->settings.fibers, stack_bytes));
     }
+    init_deadlines();                       // before any request can time out
     rt->main_tstate = PyEval_SaveThread();  // the lanes take the GIL in turn from now on
     for (auto& l : rt->lanes) l->start();
+    // Here, not in start_interpreter(): threads do not survive a fork, each worker has its own.
+    rt->harakiri = std::make_unique<watchdog>(rt->settings.harakiri_grace);
+    rt->harakiri->start();
 }
 
 // The main thread holds the GIL between start_interpreter() and start_lanes(): these are
@@ -242,6 +248,7 @@ void shutdown() {
     runtime* rt = g_runtime.exchange(nullptr);
     if (!rt) return;
     if (rt->lanes.empty()) return;  // a preloading master: it exits without finalizing
+    if (rt->harakiri) rt->harakiri->stop();
     std::size_t busy = 0;
     for (auto& l : rt->lanes) busy += l->stop();
     PyEval_RestoreThread(rt->main_tstate);

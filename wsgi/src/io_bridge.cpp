@@ -5,12 +5,16 @@
 #include "io_bridge.hpp"
 
 #include "call.hpp"
+#include "harakiri.hpp"
 #include "lane.hpp"
+#include "runtime.hpp"
 
 #include <corgi/core/http_error.hpp>
 #include <corgi/core/log.hpp>
 
+#include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
+#include <boost/asio/cancellation_state.hpp>
 #include <boost/asio/this_coro.hpp>
 
 #include <exception>
@@ -37,23 +41,45 @@ std::uint8_t take_outbox(call& c) {
 }
 
 // Parks the io coroutine until the fiber posts something (lane::post_io wakes it); completes at
-// once when something is there already.
+// once when something is there already. Cancellable (the dispatcher cancels a request at its
+// deadline): the wait then ends with operation_aborted, unless the lane has already claimed the
+// waiter to wake it, in which case it ends with that wake-up and the next co_await throws.
 auto outbox_posted(call& c) {
-    return net::async_initiate<const net::use_awaitable_t<>, void()>(
+    return net::async_initiate<const net::use_awaitable_t<>, void(boost::system::error_code)>(
         [&c](call::io_handler handler) {
             auto ex = net::get_associated_executor(handler);
             {
                 std::lock_guard lock(c.outbox_mutex);
                 if (c.out_events == 0 && c.out_data.empty()) {
+                    auto slot = net::get_associated_cancellation_slot(handler);
                     // Tracked: the io_context must not run out of work while the lane may hold
                     // our handler.
                     c.io_executor = net::prefer(ex, net::execution::outstanding_work.tracked);
                     c.waiter.emplace(std::move(handler));
                     c.io_waiting = true;
+                    if (slot.is_connected()) {
+                        // Emitted on this io thread, where the lane's wake-up also runs.
+                        slot.assign([&c](net::cancellation_type) {
+                            std::unique_lock guard(c.outbox_mutex);
+                            if (!std::exchange(c.io_waiting, false)) return;  // being woken
+                            guard.unlock();
+                            auto waiting = std::move(*c.waiter);
+                            c.waiter.reset();
+                            auto executor = std::move(c.io_executor);
+                            c.io_executor = {};
+                            // Cleared once this slot handler has returned, not from inside it.
+                            net::post(executor, [h = std::move(waiting)]() mutable {
+                                net::get_associated_cancellation_slot(h).clear();
+                                std::move(h)(net::error::operation_aborted);
+                            });
+                        });
+                    }
                     return;
                 }
             }
-            net::post(ex, std::move(handler));
+            net::post(ex, [h = std::move(handler)]() mutable {
+                std::move(h)(boost::system::error_code());
+            });
         },
         net::use_awaitable);
 }
@@ -75,6 +101,23 @@ void abandon(call& c) {
         c.io_gone = true;
     }
     c.home->send(&c, lane_msg::abort);
+}
+
+// The dispatcher cancelled the request at its deadline (the client gets 504): the fiber's next
+// post fails, and it gets lane_msg::timeout, then RequestTimeout; the watchdog reaches it if it is
+// running bytecode, and watches that it ends within the grace.
+void give_up_at_deadline(call& c) {
+    {
+        std::lock_guard lock(c.outbox_mutex);
+        c.io_gone = true;
+    }
+    c.timed_out.store(true, std::memory_order_release);
+    c.home->send(&c, lane_msg::timeout);
+    if (runtime* rt = current_runtime(); rt && rt->harakiri) rt->harakiri->expired(c, *c.req);
+}
+
+bool cancelled(const net::cancellation_state& state) {
+    return state.cancelled() != net::cancellation_type::none;
 }
 
 // Reads the next piece of the body for the fiber (on this io thread, as body_source requires).
@@ -121,34 +164,22 @@ struct stream_state {
     }
 };
 
-task<void> write_or_abandon(call& c, body_writer& writer, std::string_view data) {
-    try {
-        co_await writer.write(data);
-    } catch (...) {
-        // The client is gone: the fiber must close() the iterable; then the error goes on up.
-        c.stream_finished = true;
-        abandon(c);
-        throw;
-    }
-}
-
-task<void> produce(std::shared_ptr<stream_state> state, body_writer& writer) {
-    if (state->started) throw std::logic_error("a WSGI response body can only be sent once");
-    state->started = true;
-    call& c = *state->c;
-    std::uint8_t events = state->events;  // the bytes that came with the response: in c.io_data
+task<void> produce_stream(stream_state& state, body_writer& writer,
+                          const net::cancellation_state& cs) {
+    call& c = *state.c;
+    std::uint8_t events = state.events;  // the bytes that came with the response: in c.io_data
     for (;;) {
         // In the order the fiber posted them: copied bytes, then a big chunk, a body read or the
         // end (after each of those the fiber waits or stops).
-        if (!c.io_data.empty()) co_await write_or_abandon(c, writer, c.io_data);
+        if (!c.io_data.empty()) co_await writer.write(c.io_data);
         if (events & io_event::big_chunk) {
-            co_await write_or_abandon(c, writer, c.chunk);
+            co_await writer.write(c.chunk);
             c.home->send(&c, lane_msg::next_chunk);
         }
         if (events & (io_event::failed | io_event::response_ready)) {
             c.stream_finished = true;
             throw std::runtime_error(
-                "wsgi: " + state->app->spec +
+                "wsgi: " + state.app->spec +
                 ": the app failed after the response started; connection aborted");
         }
         if (events & io_event::end) {
@@ -157,10 +188,35 @@ task<void> produce(std::shared_ptr<stream_state> state, body_writer& writer) {
         }
         if (events & io_event::need_body) {
             co_await read_piece(c);
+            if (cancelled(cs)) throw boost::system::system_error(net::error::operation_aborted);
             c.home->send(&c, lane_msg::body_ready);
         }
         events = co_await next_events(c);
     }
+}
+
+task<void> produce(std::shared_ptr<stream_state> state, body_writer& writer) {
+    if (state->started) throw std::logic_error("a WSGI response body can only be sent once");
+    state->started = true;
+    call& c = *state->c;
+    const net::cancellation_state cs = co_await net::this_coro::cancellation_state;
+    std::exception_ptr failure;
+    try {
+        co_await produce_stream(*state, writer, cs);
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    if (!failure) co_return;
+    if (!c.stream_finished) {
+        // The deadline (the connection then ends), or the client is gone: either way the fiber
+        // must close() the iterable; then the error goes on up.
+        c.stream_finished = true;
+        if (cancelled(cs))
+            give_up_at_deadline(c);
+        else
+            abandon(c);
+    }
+    std::rethrow_exception(failure);
 }
 
 task<response> serve(std::shared_ptr<const app_entry> app, request& req) {
@@ -171,13 +227,32 @@ task<response> serve(std::shared_ptr<const app_entry> app, request& req) {
     c->app = app.get();
     c->req = &req;
     c->request_id.assign(req.id());  // pooled: the string keeps its capacity
+    c->has_body = req.body != nullptr;
+    // Cancelled by the dispatcher at the request's deadline (none without one).
+    const net::cancellation_state cs = co_await net::this_coro::cancellation_state;
     l.send(c, lane_msg::start);
-    std::uint8_t events = co_await next_events(*c);
-    while (!(events & io_event::response_ready)) {
-        // Before the response the fiber only ever asks for the body (and waits for it).
-        co_await read_piece(*c);
-        l.send(c, lane_msg::body_ready);
+    std::uint8_t events = 0;
+    std::exception_ptr failure;
+    try {
         events = co_await next_events(*c);
+        while (!(events & io_event::response_ready)) {
+            // Before the response the fiber only ever asks for the body (and waits for it).
+            co_await read_piece(*c);
+            if (cancelled(cs)) throw boost::system::system_error(net::error::operation_aborted);
+            l.send(c, lane_msg::body_ready);
+            events = co_await next_events(*c);
+        }
+        // A stream whose head arrived as the deadline passed: the fiber still runs, and must hear.
+        if (c->streaming && cancelled(cs))
+            throw boost::system::system_error(net::error::operation_aborted);
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    if (failure) {
+        // Only a cancellation gets here (nothing else throws): the dispatcher answers 504.
+        give_up_at_deadline(*c);
+        l.release_call(c);
+        std::rethrow_exception(failure);
     }
     response res = std::move(c->resp);
     res.origin = app->log_name;

@@ -8,6 +8,7 @@
 
 #include <corgi/core/log.hpp>
 
+#include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/post.hpp>
 
 #include <pthread.h>
@@ -25,6 +26,7 @@ void call::reset() noexcept {
     app = nullptr;
     req = nullptr;
     request_id.clear();
+    has_body = false;
     if (out_data.capacity() > outbox_window * 4) out_data = std::string();
     out_data.clear();
     out_events = 0;
@@ -54,6 +56,10 @@ void call::reset() noexcept {
     input_buffer.clear();
     input_pos = 0;
     failed_read_status = 0;
+    timed_out.store(false, std::memory_order_relaxed);
+    started.store(false, std::memory_order_relaxed);
+    finished.store(false, std::memory_order_relaxed);
+    timeout_raised = false;
 }
 
 lane::lane(std::size_t index, std::size_t max_fibers, std::size_t stack_bytes)
@@ -200,6 +206,10 @@ void lane::dispatch(call* c, lane_msg m) {
         start_call(c);
         return;
     }
+    if (m == lane_msg::timeout) {
+        deliver_timeout(*c);
+        return;
+    }
     c->message = m;
     if (c->runner) wake(*c->runner, c->exchange_token);
 }
@@ -229,6 +239,23 @@ void lane::start_call(call* c) {
     }
     f->job = c;
     c->runner = f;
+    c->started.store(true, std::memory_order_release);
+    run_fiber(*f);
+}
+
+void lane::deliver_timeout(call& c) {
+    fiber* f = c.runner;
+    // Not started (still in the backlog: run_wsgi_call skips it), or done with it.
+    if (!f || c.finished.load(std::memory_order_relaxed)) return;
+    // On the lane thread with no fiber running, so the request's fiber waits: it is resumed with
+    // RequestTimeout raised at that suspension point.
+    if (!f->waiting()) return;
+    // Raised already (the app caught it and waits again): once is enough; the watchdog's grace
+    // decides what happens to a request that goes on. But one the watchdog posted on the fiber's
+    // thread state that no bytecode reached before the fiber suspended is raised at this
+    // suspension point (raise_request_timeout takes it).
+    if (c.timeout_raised && !f->tstate()->async_exc) return;
+    f->interrupt();
     run_fiber(*f);
 }
 
@@ -245,6 +272,7 @@ void lane::run_fiber(fiber& f) {
         backlog_.pop_front();
         f.job = next;
         next->runner = &f;
+        next->started.store(true, std::memory_order_release);
     }
 }
 
@@ -314,7 +342,9 @@ void lane::flush_kicks() {
             auto handler = std::move(*c->waiter);
             c->waiter.reset();
             c->io_executor = {};  // the tracked work ends here
-            std::move(handler)();
+            // Completed: the deadline can no longer cancel this wait.
+            net::get_associated_cancellation_slot(handler).clear();
+            std::move(handler)(boost::system::error_code());
         });
     }
     kicking_.clear();
@@ -355,18 +385,19 @@ lane_msg lane::exchange(call& c, std::uint8_t events) {
     fiber& f = *c.runner;
     c.exchange_token = f.arm();
     if (!post_io(c, events)) return c.message = lane_msg::abort;
-    f.wait();
+    if (!f.wait()) return lane_msg::timeout;
     return c.message;
 }
 
 lane_msg lane::await_message(call& c) {
     fiber& f = *c.runner;
     c.exchange_token = f.arm();  // the message is dispatched on this thread, after wait() below
-    f.wait();
+    if (!f.wait()) return lane_msg::timeout;
     return c.message;
 }
 
 void lane::finish_call(call& c) noexcept {
+    c.finished.store(true, std::memory_order_release);
     c.runner = nullptr;
     load_.fetch_sub(1, std::memory_order_relaxed);
     release_call(&c);

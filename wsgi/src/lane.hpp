@@ -68,7 +68,8 @@ class lane {
     // Same, later: posted to this lane's io_context.
     void wake_later(fiber& f, std::uint64_t token);
     // Inside a fiber: the request's fiber posts `events` to the io side and waits for its answer
-    // (abort at once when the io side is gone).
+    // (abort at once when the io side is gone; timeout when the request's deadline interrupted
+    // the wait, and RequestTimeout must be raised).
     lane_msg exchange(call& c, std::uint8_t events);
     // Inside a fiber: waits for the io side's next message (after post_io reported a full outbox).
     lane_msg await_message(call& c);
@@ -96,6 +97,7 @@ class lane {
     void run();
     void drain();
     void dispatch(call* c, lane_msg m);
+    void deliver_timeout(call& c);
     void start_call(call* c);
     void run_fiber(fiber& f);
     void shutdown_fibers();

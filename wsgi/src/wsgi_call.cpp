@@ -66,8 +66,17 @@ bool client_gone(const call& c) { return c.io_released && c.message == lane_msg:
 // status of a failed body read) when the headers have not gone out, else makes the io side abort
 // the connection.
 void fail(call& c, const char* what) {
+    const bool deadline = c.timed_out.load(std::memory_order_relaxed) && PyErr_Occurred() &&
+                          request_timeout_type() &&
+                          PyErr_ExceptionMatches(request_timeout_type());
     std::string tb = fetch_traceback();
-    if (client_gone(c)) {
+    if (deadline) {
+        // Expected: the request ran past its deadline and ended through RequestTimeout (the
+        // client has its 504). Where it was is worth knowing: the traceback goes along.
+        // (c.req is the connection's, which has moved on: not to be read here.)
+        log::warning("wsgi: " + c.app->spec + ": request ended by its deadline (RequestTimeout)" +
+                     (tb.empty() ? std::string() : ":\n" + tb));
+    } else if (client_gone(c)) {
         // The app saw the client leave (write() or wsgi.input raised): expected, not an app error.
         log::info("wsgi: " + c.app->spec + ": client went away");
     } else {
@@ -209,6 +218,8 @@ void deliver(call& c, PyObject* result) {
             return fail_and_close(c, result, "broke the WSGI protocol");
         }
         if (!send_chunk(c, item.get())) {
+            if (PyErr_Occurred())  // RequestTimeout: the deadline passed while it waited
+                return fail_and_close(c, result, "ran past its deadline");
             // The client is gone: stop producing, but close() all the same.
             if (!close_result(result)) {
                 log::error("wsgi: " + c.app->spec + " (request " + c.request_id +
@@ -255,7 +266,10 @@ void serve(call& c, PyObject* environ, PyObject* start_response) {
 }  // namespace
 
 bool send_chunk(call& c, PyObject* bytes) {
-    if (c.io_released) return false;
+    if (c.io_released) {
+        raise_if_timed_out(c);
+        return false;
+    }
     lane& l = lane_of(c);
     const std::string_view data(PyBytes_AS_STRING(bytes),
                                 static_cast<std::size_t>(PyBytes_GET_SIZE(bytes)));
@@ -282,8 +296,14 @@ bool send_chunk(call& c, PyObject* bytes) {
         c.chunk_object.reset();
         c.chunk = {};
     }
+    if (answer == lane_msg::timeout) {
+        c.io_released = true;
+        raise_request_timeout(c);
+        return false;
+    }
     if (answer == lane_msg::abort) {
         c.io_released = true;
+        raise_if_timed_out(c);
         return false;
     }
     return true;
@@ -301,12 +321,13 @@ bool on_request_fiber(const call& c, const char* what, const char* advice) {
 
 int read_more(call& c) {
     if (c.body_eof) return 0;
-    if (c.io_released) {
-        PyErr_SetString(PyExc_ConnectionResetError,
-                        "the request is over: its body can no longer be read");
+    if (c.io_released || c.timed_out.load(std::memory_order_acquire)) {
+        if (!raise_if_timed_out(c))
+            PyErr_SetString(PyExc_ConnectionResetError,
+                            "the request is over: its body can no longer be read");
         return -1;
     }
-    if (!c.req->body) {
+    if (!c.has_body) {
         c.body_eof = true;
         return 0;
     }
@@ -314,9 +335,15 @@ int read_more(call& c) {
                           "read it in the request or in a coroutine it awaits"))
         return -1;
     const lane_msg answer = lane_of(c).exchange(c, io_event::need_body);
+    if (answer == lane_msg::timeout) {
+        c.io_released = true;
+        raise_request_timeout(c);
+        return -1;
+    }
     if (answer == lane_msg::abort) {
         c.io_released = true;
-        PyErr_SetString(PyExc_ConnectionResetError, "the client closed the connection");
+        if (!raise_if_timed_out(c))
+            PyErr_SetString(PyExc_ConnectionResetError, "the client closed the connection");
         return -1;
     }
     if (c.body_error_status) {
@@ -335,8 +362,79 @@ int read_more(call& c) {
     return 1;
 }
 
+namespace {
+PyObject* g_request_timeout = nullptr;
+PyObject* g_enter_bytecode = nullptr;  // lambda: None
+}  // namespace
+
+void init_deadlines() {
+    (void)request_timeout_type();
+    if (!g_enter_bytecode) {
+        py_ref globals(PyDict_New());
+        if (globals && PyDict_SetItemString(globals.get(), "__builtins__", PyEval_GetBuiltins()) == 0)
+            g_enter_bytecode =
+                PyRun_String("lambda: None", Py_eval_input, globals.get(), globals.get());
+        if (!g_enter_bytecode) PyErr_Clear();
+    }
+}
+
+bool take_posted_timeout() {
+    PyThreadState* ts = PyThreadState_Get();
+    if (!ts->async_exc) return false;
+    // Entering bytecode raises it (a function's first instruction checks for it), which is also
+    // how CPython clears the interpreter-wide flag that makes every thread look for one; dropping
+    // it by hand would leave that flag set.
+    if (g_enter_bytecode) {
+        if (py_ref(PyObject_CallNoArgs(g_enter_bytecode))) Py_CLEAR(ts->async_exc);  // not raised?
+        if (PyErr_Occurred()) return true;
+    } else {
+        Py_CLEAR(ts->async_exc);
+    }
+    if (PyObject* type = request_timeout_type())
+        PyErr_SetString(type, "the request ran past its deadline; the client got 504");
+    return true;
+}
+
+PyObject* request_timeout_type() {
+    PyObject*& type = g_request_timeout;
+    if (!type) {
+        type = PyErr_NewExceptionWithDoc(
+            "corgi.RequestTimeout",
+            "The request ran past its deadline (--harakiri, or its route's \"timeout\"); the "
+            "client has been answered 504 Gateway Timeout. Raised inside the request: at the "
+            "point where it waits, or asynchronously in the bytecode it runs. A BaseException, "
+            "like KeyboardInterrupt, so that `except Exception` does not swallow it; `finally` "
+            "blocks and the response iterable's close() run as usual.",
+            PyExc_BaseException, nullptr);
+        if (!type) PyErr_Clear();  // only without memory; callers then raise nothing
+    }
+    return type;
+}
+
+PyObject* raise_request_timeout(call& c) {
+    c.timeout_raised = true;
+    if (take_posted_timeout()) return nullptr;  // the watchdog's, not reached before this wait
+    if (PyObject* type = request_timeout_type())
+        PyErr_SetString(type, "the request ran past its deadline; the client got 504");
+    return nullptr;
+}
+
+bool raise_if_timed_out(call& c) {
+    if (!c.timed_out.load(std::memory_order_acquire) || c.timeout_raised) return false;
+    raise_request_timeout(c);
+    return true;
+}
+
 void run_wsgi_call(fiber& f, call& c) noexcept {
     (void)f;
+    if (c.timed_out.load(std::memory_order_acquire)) {
+        // Its deadline passed while it queued for a fiber: the client has its 504 already.
+        log::warning("wsgi: " + c.app->spec +
+                     ": a request's deadline passed before its lane could start it (the lane was "
+                     "busy: all its fibers taken, or one request holding it in C code); skipped");
+        lane_of(c).finish_call(c);
+        return;
+    }
     // A fresh contextvars.Context per request: values set by one request are never seen by the
     // next.
     py_ref context(PyContext_New());
@@ -362,6 +460,9 @@ void run_wsgi_call(fiber& f, call& c) noexcept {
 
 void reset_thread_state(PyThreadState* ts) noexcept {
     PyErr_Clear();
+    // A RequestTimeout posted by the watchdog that the request ended before reaching: it must not
+    // fire in the next request of this fiber (ts is the current thread state: the fiber's).
+    if (ts->async_exc && take_posted_timeout()) PyErr_Clear();
     PyErr_SetExcInfo(nullptr, nullptr, nullptr);
     // threading.local keeps its values in the thread state's dict: replace it so the next request
     // on this fiber starts empty. asyncio caches a borrowed pointer to its running-loop holder,

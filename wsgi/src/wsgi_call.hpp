@@ -26,6 +26,20 @@ bool on_request_fiber(const call& c, const char* what, const char* advice);
 // called outside the request's fiber).
 int read_more(call& c);
 
+// corgi.RequestTimeout (a BaseException subclass, so `except Exception` in apps lets it through),
+// created on first use; GIL held.
+PyObject* request_timeout_type();
+// Raises RequestTimeout in the request (it ran past its deadline; the client got 504) and
+// returns nullptr, for suspension points to `return` it.
+PyObject* raise_request_timeout(call& c);
+// The io side gave up at the deadline and RequestTimeout was not raised yet: raises it (true).
+bool raise_if_timed_out(call& c);
+// A RequestTimeout the watchdog posted on the current thread state and that bytecode has not
+// reached yet: raises it now (true), consumed the way CPython consumes it.
+bool take_posted_timeout();
+// Creates RequestTimeout and what take_posted_timeout() needs; GIL held, before any request.
+void init_deadlines();
+
 // Between two requests on the same fiber: no exception state, no threading.local values survive.
 void reset_thread_state(PyThreadState* ts) noexcept;
 

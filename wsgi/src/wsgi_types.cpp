@@ -170,7 +170,8 @@ PyObject* write_impl(PyObject* self, PyObject* data) {
                           "call it in the request or in a coroutine it awaits"))
         return nullptr;
     if (!send_chunk(*c, data)) {
-        PyErr_SetString(PyExc_ConnectionResetError, "the client closed the connection");
+        if (!PyErr_Occurred())  // else RequestTimeout: the deadline passed
+            PyErr_SetString(PyExc_ConnectionResetError, "the client closed the connection");
         return nullptr;
     }
     Py_RETURN_NONE;

@@ -43,6 +43,9 @@ struct python_settings {
     // environ["wsgi.multiprocess"]: set by the corgi binary in pre-forked workers when there are
     // several (as Gunicorn does), not a setting of its own.
     bool multiprocess = false;
+    // limits.harakiri_grace, copied here by the corgi binary: how long a WSGI request past its
+    // deadline may take to end before it counts as stuck.
+    std::chrono::milliseconds harakiri_grace{10'000};
     bool enabled() const noexcept { return !wsgi.empty() || !wsgi_file.empty() || !mounts.empty(); }
 };
 

@@ -71,6 +71,10 @@ class request {
     std::string path_info;
     std::string endpoint;
     route_args args;
+    // Set by the dispatcher when a deadline applies (--harakiri, the route's "timeout"): when the
+    // handler started and how long it may run. time_limit is 0 when the request has no deadline.
+    std::chrono::steady_clock::time_point handler_started{};
+    std::chrono::milliseconds time_limit{0};
 
     // --- body ---
     std::optional<std::uint64_t> content_length;  // declared length; nullopt when chunked or absent

@@ -48,6 +48,13 @@ struct server_limits {
     std::size_t limit_request_line = 4094;        // request line bytes without CRLF (414)
     std::size_t limit_request_fields = 100;       // header fields (431)
     std::size_t limit_request_field_size = 8190;  // one header field line without CRLF (431)
+    // uWSGI's harakiri, failing one request instead of the worker: how long a handler may run
+    // before the request is answered 504 and the handler cancelled (0: no deadline; a route's
+    // "timeout" overrides it), and how long a cancelled request may take to end before it counts
+    // as stuck (logged; the worker asks its master to replace it). Applied by the dispatcher
+    // (make_dispatcher), not by the server loop.
+    std::chrono::milliseconds harakiri{0};
+    std::chrono::milliseconds harakiri_grace = 10s;
 };
 
 // An address to listen on: "host:port", ":port" (all interfaces), "[::1]:port" or "unix:/path".

@@ -12,6 +12,7 @@
 
 #include <corgi/core/handler.hpp>
 
+#include <chrono>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -21,9 +22,16 @@
 
 namespace corgi {
 
+// A route's deadline (the URL map's "timeout"): inherit the dispatcher's --harakiri.
+inline constexpr std::chrono::milliseconds inherit_timeout{-1};
+
 struct rule_options {
     std::vector<std::string> methods;  // empty: every method; GET implies HEAD
     bool strict_slashes = true;        // a rule ending in '/' redirects the bare path with 308
+    // How long the handler may run before the request is answered 504 and the handler cancelled:
+    // inherit_timeout (the dispatcher's default), 0 (no deadline for this route) or a duration.
+    // Mounts take it too.
+    std::chrono::milliseconds timeout = inherit_timeout;
 };
 
 namespace detail {
@@ -46,7 +54,8 @@ class route_entry {
 route_entry rule(std::string pattern, std::string endpoint, handler target,
                  rule_options options = {});
 route_entry submount(std::string prefix, std::vector<route_entry> entries);
-route_entry mount(std::string prefix, handler target, std::string endpoint = {});
+route_entry mount(std::string prefix, handler target, std::string endpoint = {},
+                  std::chrono::milliseconds timeout = inherit_timeout);
 
 // Raised while building a map (bad pattern, unknown converter, duplicate rule) and by build().
 struct routing_error : std::invalid_argument {
@@ -63,6 +72,7 @@ struct match_result {
     std::string location;      // 308: the path to redirect to (without query string)
     bool is_mount = false;     // 200 by a mount: mount_prefix is moved to SCRIPT_NAME
     std::string mount_prefix;  // the part of the path the mount consumed, e.g. "/legacy"
+    std::chrono::milliseconds timeout = inherit_timeout;  // when 200: the route's own deadline
 };
 
 class url_map {
@@ -90,6 +100,7 @@ class url_map {
         std::string endpoint;
         std::vector<std::string> methods;  // as declared, plus HEAD when GET is given; empty: any
         route_entry::kind type;
+        std::chrono::milliseconds timeout = inherit_timeout;  // the route's "timeout"
     };
     // Every rule and mount, in matching order.
     std::vector<rule_info> rules() const;
@@ -99,9 +110,22 @@ class url_map {
     std::unique_ptr<impl> impl_;
 };
 
+// Per-request deadlines (uWSGI's harakiri, failing one request instead of the worker).
+struct dispatch_options {
+    // How long a matched handler may run; 0: no deadline. A route's own timeout overrides it.
+    std::chrono::milliseconds request_timeout{0};
+    // How long a handler cancelled at its deadline may take to end before it counts as stuck
+    // (logged, and the process asks its master to replace it).
+    std::chrono::milliseconds stuck_grace{10'000};
+};
+
 // The handler that serves a map: matches req.path_info, fills req.endpoint and req.args, moves a
 // mount's prefix from path_info to script_name, answers 404, 405 (with Allow), 308 (with the query
 // string kept) and OPTIONS (204 with Allow) itself, and calls the matched handler otherwise.
-handler make_dispatcher(std::shared_ptr<const url_map> map);
+// With a deadline (options.request_timeout, or the route's timeout), a handler that has not
+// produced its response in time is cancelled (Asio per-operation cancellation: its pending
+// operation completes with operation_aborted and its coroutine unwinds) and the client gets 504
+// Gateway Timeout; a streamed body still being produced then is cut off and the connection closed.
+handler make_dispatcher(std::shared_ptr<const url_map> map, dispatch_options options = {});
 
 }  // namespace corgi
