@@ -224,6 +224,20 @@ void print_capacity(const config& cfg) {
               << " io thread(s)\n";
 }
 
+#ifdef CORGI_WITH_WSGI
+// A request still spins in Python after the graceful timeout: the logs are flushed and the process
+// ends without running destructors (its lane thread still runs Python).
+[[noreturn]] void exit_leaving_stuck_python(const std::string& pidfile) {
+    if (!pidfile.empty()) ::unlink(pidfile.c_str());
+    log::flush();
+    std::cerr << "corgi: stopped\n";
+    std::cout.flush();
+    std::cerr.flush();
+    std::fflush(nullptr);
+    ::_exit(0);
+}
+#endif
+
 // The pidfile of a single-process server (a master writes its own); throws when it cannot be
 // written.
 struct pidfile_guard {
@@ -287,7 +301,10 @@ int serve_command(cli::options& o) {
     systemd::server_notifier notifier(srv, serving);
     srv.run();
 #ifdef CORGI_WITH_WSGI
-    if (python) wsgi::shutdown();
+    if (python) {
+        wsgi::shutdown();
+        if (wsgi::stuck_at_shutdown()) exit_leaving_stuck_python(cfg.processes.pidfile);
+    }
 #endif
     std::cerr << "corgi: stopped\n";
     return 0;
@@ -323,7 +340,10 @@ int worker_main(config cfg, const std::vector<master::inherited_state::listener>
                   [&srv, &ready] { net::post(srv.main_context(), [&ready] { ready(); }); });
         srv.run();
 #ifdef CORGI_WITH_WSGI
-        if (python) wsgi::shutdown();
+        if (python) {
+        wsgi::shutdown();
+        if (wsgi::stuck_at_shutdown()) exit_leaving_stuck_python("");
+    }
 #endif
         return 0;
     } catch (...) {

@@ -123,6 +123,10 @@ std::string fetch_traceback() {
 
 using namespace detail;
 
+namespace {
+bool g_stuck_at_shutdown = false;
+}  // namespace
+
 void initialize(const corgi::python_settings& settings) {
     start_interpreter(settings);
     start_lanes();
@@ -243,6 +247,8 @@ void after_fork_in_child() noexcept {
     if (g_runtime.load()) PyOS_AfterFork_Child();
 }
 
+bool stuck_at_shutdown() noexcept { return g_stuck_at_shutdown; }
+
 void shutdown() {
     std::lock_guard lock(g_lifetime_mutex);
     runtime* rt = g_runtime.exchange(nullptr);
@@ -250,7 +256,20 @@ void shutdown() {
     if (rt->lanes.empty()) return;  // a preloading master: it exits without finalizing
     if (rt->harakiri) rt->harakiri->stop();
     std::size_t busy = 0;
-    for (auto& l : rt->lanes) busy += l->stop();
+    bool stuck = false;
+    for (auto& l : rt->lanes) {
+        busy += l->stop();
+        stuck = stuck || l->stuck();
+    }
+    if (stuck) {
+        // A lane thread still runs Python and may hold the GIL: taking it here would wait forever.
+        log::warning("wsgi: a request is still running Python " +
+                     std::to_string(lane::stop_wait.count()) +
+                     " s after the graceful timeout (a loop or a blocking C call): the process "
+                     "exits without finalizing the interpreter");
+        g_stuck_at_shutdown = true;
+        return;
+    }
     PyEval_RestoreThread(rt->main_tstate);
     g_finalized = true;
     // The runtime (lanes, pooled calls) is left allocated: a handler racing with shutdown must find

@@ -80,6 +80,9 @@ void lane::start() {
         const std::string name = "corgi-lane-" + std::to_string(index_);
         ::pthread_setname_np(::pthread_self(), name.c_str());  // for top -H, perf, py-spy
         run();
+        std::lock_guard lock(ended_mutex_);
+        ended_ = true;
+        ended_cv_.notify_all();
     });
 }
 
@@ -87,6 +90,16 @@ std::size_t lane::stop() {
     if (!thread_.joinable()) return busy_at_exit_;
     net::post(io_, [this] { stopping_ = true; });
     work_.reset();
+    {
+        // The server has already given its requests the graceful timeout: a lane still inside a
+        // Python call after this is stuck there (a loop, a C call), and is left behind.
+        std::unique_lock lock(ended_mutex_);
+        if (!ended_cv_.wait_for(lock, stop_wait, [this] { return ended_; })) {
+            stuck_ = true;
+            thread_.detach();
+            return busy_at_exit_ + 1;
+        }
+    }
     thread_.join();
     {
         std::lock_guard lock(flusher_mutex_);

@@ -39,7 +39,11 @@ class lane {
     void start();
     // Stops the thread after the running handlers; returns the number of fibers still inside the
     // app (their frames cannot be unwound safely, so the interpreter must not be finalized).
+    // Stops the lane; returns the requests still inside Python. A lane whose thread has not ended
+    // stop_wait after it was asked to is left running (stuck() turns true).
     std::size_t stop();
+    bool stuck() const noexcept { return stuck_; }
+    static constexpr std::chrono::seconds stop_wait{2};
 
     // --- any thread ---
     // A fresh call from the pool, referenced by both sides.
@@ -108,6 +112,12 @@ class lane {
     net::io_context io_{1};
     std::optional<net::executor_work_guard<net::io_context::executor_type>> work_;
     std::thread thread_;
+    // Set when run() returned: stop() waits for it a bounded time (a request spinning in Python
+    // would make a join wait forever).
+    std::mutex ended_mutex_;
+    std::condition_variable ended_cv_;
+    bool ended_ = false;
+    bool stuck_ = false;
     PyThreadState* tstate_ = nullptr;
     bool has_gil_ = false;
     bool stopping_ = false;

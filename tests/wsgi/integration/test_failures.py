@@ -100,3 +100,25 @@ def test_waiting_for_the_client_outside_the_request_fiber_is_an_error_not_a_cras
     assert status == 200 and reply.startswith(b"wsgi.input needs more of the request body")
     assert srv.get("/ok")[2] == b"still serving"
     assert srv.proc.poll() is None
+
+
+def test_sigterm_ends_the_process_even_with_a_request_spinning_in_python(corgi):
+    # Without --harakiri nothing interrupts the loop: once the graceful timeout has passed, the lane
+    # is left behind (it still holds the GIL) and the process exits instead of waiting forever.
+    import socket
+    import signal
+    import time
+
+    srv = corgi(*python_app("--wsgi", "plain_apps:spin_forever", "--graceful-timeout", "1"))
+    client = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    try:
+        client.sendall(b"GET /spin HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)  # inside the loop now
+        started = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        status = srv.wait_exit(15.0)
+        assert status == 0, srv.stderr()[-2000:]
+        assert time.monotonic() - started < 10
+        assert "still running Python" in srv.stderr()
+    finally:
+        client.close()

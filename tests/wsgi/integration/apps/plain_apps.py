@@ -443,3 +443,9 @@ def async_body(environ, start_response):
         data = corgi.await_(read_all())
         return _json(start_response, {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     return app()
+
+
+def spin_forever(environ, start_response):
+    """Never returns, never suspends: a request SIGTERM's graceful timeout cannot end."""
+    while True:
+        pass

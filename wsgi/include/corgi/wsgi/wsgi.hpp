@@ -49,5 +49,8 @@ corgi::handler load(std::string_view spec);
 // Stops the lanes and finalizes the interpreter (skipped when requests are still suspended in the
 // app). Idempotent; handlers called afterwards answer 503.
 void shutdown();
+// True after a shutdown() that left a lane behind, still inside a Python call past the graceful
+// timeout: the caller must end the process with _exit (no static destructor may touch Python).
+bool stuck_at_shutdown() noexcept;
 
 }  // namespace corgi::wsgi
