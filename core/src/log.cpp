@@ -94,8 +94,9 @@ access_buffer& buffer() {
     return b;
 }
 
-// "[10/Oct/2000:13:55:36 +0000]", recomputed once a second per thread.
-const char* clf_time() {
+// The current UTC time in `format`, recomputed once a second per thread and format.
+template <const char* format>
+const char* cached_time() {
     thread_local std::time_t cached_second = 0;
     thread_local char text[40];
     std::time_t now = std::time(nullptr);
@@ -103,10 +104,14 @@ const char* clf_time() {
         cached_second = now;
         std::tm tm{};
         ::gmtime_r(&now, &tm);
-        std::strftime(text, sizeof text, "[%d/%b/%Y:%H:%M:%S +0000]", &tm);
+        std::strftime(text, sizeof text, format, &tm);
     }
     return text;
 }
+constexpr char clf_format[] = "[%d/%b/%Y:%H:%M:%S +0000]";  // [10/Oct/2000:13:55:36 +0000]
+constexpr char iso_format[] = "%Y-%m-%dT%H:%M:%SZ";
+const char* clf_time() { return cached_time<clf_format>(); }
+const char* iso_time() { return cached_time<iso_format>(); }
 
 void write_stderr(std::string_view level, std::string_view message) {
     std::string line;
@@ -271,19 +276,6 @@ void append_json(std::string& out, std::string_view v) {
             out += hex[c & 0xf];
         }
     }
-}
-
-const char* iso_time() {
-    thread_local std::time_t cached_second = 0;
-    thread_local char text[32];
-    std::time_t now = std::time(nullptr);
-    if (now != cached_second) {
-        cached_second = now;
-        std::tm tm{};
-        ::gmtime_r(&now, &tm);
-        std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    }
-    return text;
 }
 
 // The serving process's pid, read once per thread (io threads start after a worker's fork).

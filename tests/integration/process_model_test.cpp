@@ -76,21 +76,7 @@ std::set<pid_t> children_of(pid_t parent) {
     return out;
 }
 
-bool eventually(const std::function<bool()>& condition, clock::duration timeout) {
-    auto deadline = clock::now() + timeout;
-    for (;;) {
-        if (condition()) return true;
-        if (clock::now() >= deadline) return condition();
-        std::this_thread::sleep_for(20ms);
-    }
-}
 
-std::size_t count_of(const std::string& text, const std::string& needle) {
-    std::size_t n = 0;
-    for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1))
-        ++n;
-    return n;
-}
 
 // A master with its workers, serving tests/integration/apps/process_apps.py (which answers with
 // the pid of the worker). On destruction the master, then every worker ever seen (when its pid
@@ -145,6 +131,18 @@ class prefork_server {
                 for (pid_t pid : pids)
                     if (log.find("worker " + std::to_string(pid) + " ready") == std::string::npos)
                         return false;
+                return true;
+            },
+            timeout);
+    }
+    // Exactly n workers, none of them in `old` (a generation replaced).
+    bool replaced(const std::set<pid_t>& old, std::size_t n, clock::duration timeout) {
+        return eventually(
+            [&] {
+                auto now = workers();
+                if (now.size() != n) return false;
+                for (pid_t pid : now)
+                    if (old.count(pid)) return false;
                 return true;
             },
             timeout);
@@ -275,15 +273,7 @@ TEST_CASE("process model: SIGHUP replaces every worker one at a time without fai
     std::this_thread::sleep_for(200ms);
     srv.process().send_signal(SIGHUP);
     const bool replaced = srv.process().wait_for_err("every worker replaced", 15s);
-    const bool settled = eventually(
-        [&] {
-            auto now = srv.workers();
-            if (now.size() != 2) return false;
-            for (pid_t pid : now)
-                if (old_workers.count(pid)) return false;
-            return true;
-        },
-        10s);
+    const bool settled = srv.replaced(old_workers, 2, 10s);
     std::this_thread::sleep_for(200ms);
     done = true;
     load.join();
@@ -525,15 +515,7 @@ TEST_CASE("process model: SIGHUP with an app that no longer imports keeps the ol
             // Fixed: the next HUP reloads.
             apps.write_versioned("reloaded_app", "v2");
             srv.process().send_signal(SIGHUP);
-            CHECK(eventually(
-                [&] {
-                    auto now = srv.workers();
-                    if (now.size() != 2) return false;
-                    for (pid_t pid : now)
-                        if (workers.count(pid)) return false;
-                    return true;
-                },
-                15s));
+            CHECK(srv.replaced(workers, 2, 15s));
             for (int i = 0; i < 5; ++i) {
                 auto f = answer_fields(srv.port());
                 REQUIRE(f.size() == 3);
@@ -598,15 +580,7 @@ TEST_CASE("process model: --preload imports the apps once in the master, before 
     CHECK(workers.count(srv.served_by("/sleep?ms=50")) == 1);
     srv.process().send_signal(SIGHUP);
     CHECK(srv.process().wait_for_err("every worker replaced", 10s));
-    CHECK(eventually(
-        [&] {
-            auto now = srv.workers();
-            if (now.size() != 2) return false;
-            for (pid_t pid : now)
-                if (workers.count(pid)) return false;
-            return true;
-        },
-        10s));
+    CHECK(srv.replaced(workers, 2, 10s));
     auto r = fetch(srv.port(), "/imported-by");
     REQUIRE(r);
     CHECK(r->body == master);
@@ -860,15 +834,7 @@ TEST_CASE("process model: --max-rss and --max-worker-lifetime recycle workers", 
         prefork_server srv(2, {"--max-worker-lifetime", "1"});
         const auto first = srv.workers();
         CHECK(srv.process().wait_for_err("(--max-worker-lifetime)", 10s));
-        CHECK(eventually(
-            [&] {
-                auto now = srv.workers();
-                if (now.size() != 2) return false;
-                for (pid_t pid : now)
-                    if (first.count(pid)) return false;
-                return true;
-            },
-            20s));
+        CHECK(srv.replaced(first, 2, 20s));
         CHECK(srv.served_by() != 0);
     }
 }

@@ -42,21 +42,7 @@ long long monotonic_usec() {
     return static_cast<long long>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
 }
 
-bool eventually(const std::function<bool()>& condition, clock::duration timeout) {
-    const auto deadline = clock::now() + timeout;
-    for (;;) {
-        if (condition()) return true;
-        if (clock::now() >= deadline) return condition();
-        std::this_thread::sleep_for(20ms);
-    }
-}
 
-std::size_t count_of(const std::string& text, const std::string& needle) {
-    std::size_t n = 0;
-    for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1))
-        ++n;
-    return n;
-}
 
 bool contains(const std::string& text, std::string_view needle) {
     return text.find(needle) != std::string::npos;

@@ -710,4 +710,20 @@ bool has_ipv6_loopback() {
     return ok;
 }
 
+bool eventually(const std::function<bool()>& condition, clock::duration timeout) {
+    const auto deadline = clock::now() + timeout;
+    for (;;) {
+        if (condition()) return true;
+        if (clock::now() >= deadline) return condition();
+        std::this_thread::sleep_for(20ms);
+    }
+}
+
+std::size_t count_of(const std::string& text, const std::string& needle) {
+    std::size_t n = 0;
+    for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1))
+        ++n;
+    return n;
+}
+
 }  // namespace corgi::test

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -204,5 +205,10 @@ bool answers(std::uint16_t port);
 std::vector<std::string> split_list(std::string_view s);
 std::vector<std::string> lines_of(std::string_view s);
 bool has_ipv6_loopback();
+
+// Polls `condition` every 20 ms until it holds (true) or `timeout` passes (its last value).
+bool eventually(const std::function<bool()>& condition, clock::duration timeout);
+// How many times `needle` occurs in `text`.
+std::size_t count_of(const std::string& text, const std::string& needle);
 
 }  // namespace corgi::test
