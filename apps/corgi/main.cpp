@@ -341,9 +341,9 @@ int worker_main(config cfg, const std::vector<master::inherited_state::listener>
         srv.run();
 #ifdef CORGI_WITH_WSGI
         if (python) {
-        wsgi::shutdown();
-        if (wsgi::stuck_at_shutdown()) exit_leaving_stuck_python("");
-    }
+            wsgi::shutdown();
+            if (wsgi::stuck_at_shutdown()) exit_leaving_stuck_python("");
+        }
 #endif
         return 0;
     } catch (...) {
