@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <limits>
 #include <mutex>
@@ -195,9 +196,19 @@ _install()
             throw_python("cannot install the request id in logging records");
     }
     // A worker the master finds hung gets SIGABRT: faulthandler writes every thread's Python
-    // stack to stderr first (and on SIGSEGV/SIGBUS/SIGFPE/SIGILL). The fibers' stack-overflow
-    // handler, installed later, chains to it.
+    // stack to stderr first. Only SIGABRT: the other fatal signals keep the handlers they had
+    // (the fibers' stack-overflow handler, AddressSanitizer's), which faulthandler would replace.
     {
+        static constexpr int kept[4] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE};
+        struct restore {
+            struct sigaction actions[4];
+            restore() {
+                for (int i = 0; i < 4; ++i) ::sigaction(kept[i], nullptr, &actions[i]);
+            }
+            ~restore() {
+                for (int i = 0; i < 4; ++i) ::sigaction(kept[i], &actions[i], nullptr);
+            }
+        } restore_after;
         py_ref faulthandler(PyImport_ImportModule("faulthandler"));
         py_ref enable(faulthandler ? PyObject_GetAttrString(faulthandler.get(), "enable") : nullptr);
         if (!enable || !py_ref(PyObject_CallNoArgs(enable.get())))
