@@ -97,15 +97,9 @@ void register_worker_start_hook() {
 
 std::map<std::string, handler, std::less<>> handlers() {
     register_worker_start_hook();
-    return {{"process", process},
-            {"hello", hello},
-            {"plaintext", plaintext},
-            {"json", json_hello},
-            {"stream", stream},
-            {"sleep", sleep_handler},
-            {"echo_body", echo_body},
-            {"big", big},
-            {"fail", fail}};
+    return {{"process", process},     {"hello", hello},   {"plaintext", plaintext},
+            {"json", json_hello},     {"stream", stream}, {"sleep", sleep_handler},
+            {"echo_body", echo_body}, {"big", big},       {"fail", fail}};
 }
 
 std::vector<route_entry> routes() {

@@ -44,9 +44,11 @@ void open(const std::string& access_log, const std::string& error_log) {
     keep(access_path, access_log);
     keep(error_path, error_log);
     if (!reopen_onto(access_path, STDOUT_FILENO))
-        throw std::system_error(errno, std::generic_category(), "cannot open the access log " + access_log);
+        throw std::system_error(errno, std::generic_category(),
+                                "cannot open the access log " + access_log);
     if (!reopen_onto(error_path, STDERR_FILENO))
-        throw std::system_error(errno, std::generic_category(), "cannot open the error log " + error_log);
+        throw std::system_error(errno, std::generic_category(),
+                                "cannot open the error log " + error_log);
 }
 
 void reopen() noexcept {

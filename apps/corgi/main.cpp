@@ -22,8 +22,8 @@
 
 #include <algorithm>
 #include <csignal>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -365,8 +365,8 @@ int master_command(cli::options& o, const std::vector<std::string>& argv) {
     mo.max_requests_jitter = cfg.processes.max_requests_jitter;
     mo.max_rss_mb = cfg.processes.max_rss_mb;
     mo.max_worker_lifetime = cfg.processes.max_worker_lifetime;
-    mo.io_threads =
-        cfg.server.io_threads ? cfg.server.io_threads : std::max(1u, std::thread::hardware_concurrency());
+    mo.io_threads = cfg.server.io_threads ? cfg.server.io_threads
+                                          : std::max(1u, std::thread::hardware_concurrency());
     mo.pidfile = cfg.processes.pidfile;
     mo.argv = argv;
     mo.reopen_logs = [] { log_files::reopen(); };
@@ -390,8 +390,9 @@ int master_command(cli::options& o, const std::vector<std::string>& argv) {
         } catch (...) {
             if (!mo.inherited) throw;
             report_error(std::current_exception());
-            mo.cannot_spawn = "the apps failed to import at the last reload (above); fix them and "
-                              "send SIGHUP again";
+            mo.cannot_spawn =
+                "the apps failed to import at the last reload (above); fix them and "
+                "send SIGHUP again";
             std::cerr << "corgi: reload failed: " << mo.cannot_spawn
                       << "; the running workers keep serving\n";
         }

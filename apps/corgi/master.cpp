@@ -107,7 +107,8 @@ std::string seconds_text(clock::duration d) {
 
 clock::time_point from_ns(std::uint64_t ns) {
     // steady_clock is CLOCK_MONOTONIC on Linux: the same clock in every process.
-    return clock::time_point(std::chrono::duration_cast<clock::duration>(std::chrono::nanoseconds(ns)));
+    return clock::time_point(
+        std::chrono::duration_cast<clock::duration>(std::chrono::nanoseconds(ns)));
 }
 std::uint64_t to_ns(clock::time_point t) {
     return static_cast<std::uint64_t>(
@@ -218,8 +219,10 @@ class supervisor {
         if (!opts_.cannot_spawn.empty()) {
             say("master " + std::to_string(::getpid()) + " re-executed; the " +
                 std::to_string(live_count()) + " running workers keep serving");
-            systemd::notify_ready("reload failed (the apps do not import), the old workers keep "
-                                  "serving; " + worker_counts());
+            systemd::notify_ready(
+                "reload failed (the apps do not import), the old workers keep "
+                "serving; " +
+                worker_counts());
             return;
         }
         say("master " + std::to_string(::getpid()) + " re-executed with the new configuration " +
@@ -325,20 +328,21 @@ class supervisor {
             if (w.retiring) continue;
             check_liveness(w, now);
             worker_slot& slot = board_->at(w.slot);
-            if (const auto wish = slot.replacement.load(std::memory_order_acquire); wish && !w.queued)
-                queue_replacement(w, wish - 1 ==
-                                             static_cast<std::uint32_t>(
-                                                 supervision::replacement_reason::stuck_request)
+            if (const auto wish = slot.replacement.load(std::memory_order_acquire);
+                wish && !w.queued)
+                queue_replacement(w, wish - 1 == static_cast<std::uint32_t>(
+                                                     supervision::replacement_reason::stuck_request)
                                          ? "stuck request: " + slot.replacement_detail()
                                          : slot.replacement_detail());
             if (!w.queued && opts_.max_worker_lifetime.count() &&
                 now - w.started >= opts_.max_worker_lifetime)
-                queue_replacement(w, "up for " + seconds_text(now - w.started) +
-                                         " (--max-worker-lifetime)");
+                queue_replacement(
+                    w, "up for " + seconds_text(now - w.started) + " (--max-worker-lifetime)");
             if (check_rss && !w.queued) {
                 const std::uint64_t rss = rss_bytes(w.pid);
                 if (rss > opts_.max_rss_mb * 1024 * 1024)
-                    queue_replacement(w, std::to_string(rss / (1024 * 1024)) + " MB resident (--max-rss " +
+                    queue_replacement(w, std::to_string(rss / (1024 * 1024)) +
+                                             " MB resident (--max-rss " +
                                              std::to_string(opts_.max_rss_mb) + ")");
             }
         }
@@ -401,7 +405,8 @@ class supervisor {
         }
         std::uint64_t limit = opts_.max_requests;
         if (limit && opts_.max_requests_jitter)
-            limit += std::uniform_int_distribution<std::uint64_t>(0, opts_.max_requests_jitter)(rng_);
+            limit +=
+                std::uniform_int_distribution<std::uint64_t>(0, opts_.max_requests_jitter)(rng_);
         board_->at(slot).reset(limit);
         board_->at(slot).io_threads.store(static_cast<std::uint32_t>(opts_.io_threads),
                                           std::memory_order_relaxed);
@@ -601,9 +606,10 @@ class supervisor {
         if (!spawn()) {
             say("replacement postponed: cannot start a new worker");
             if (replacing_for_reload_)
-                systemd::notify_ready("reload abandoned (cannot start a new worker), the old "
-                                      "workers keep serving; " +
-                                      worker_counts());
+                systemd::notify_ready(
+                    "reload abandoned (cannot start a new worker), the old "
+                    "workers keep serving; " +
+                    worker_counts());
             postpone_replacements();
             return;
         }
@@ -776,7 +782,8 @@ class supervisor {
     void on_exit(const worker& w, int status) {
         const std::string who = "worker " + std::to_string(w.pid);
         const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-        const std::uint64_t in_flight = board_->at(w.slot).in_flight.load(std::memory_order_relaxed);
+        const std::uint64_t in_flight =
+            board_->at(w.slot).in_flight.load(std::memory_order_relaxed);
         const std::string lost =
             in_flight ? ", " + std::to_string(in_flight) + " requests in flight lost" : "";
         if (w.retiring) {
@@ -787,7 +794,8 @@ class supervisor {
             say(who + " exited (" + describe_status(status) + lost + ")");
             return;
         }
-        const std::string boot = w.boot_timed_out ? "did not become ready in time" : "failed to boot";
+        const std::string boot =
+            w.boot_timed_out ? "did not become ready in time" : "failed to boot";
         if (!w.ready && !booted_) {
             // The first workers cannot import their apps: respawning would only repeat it.
             say(who + " " + boot + " (" + describe_status(status) + "); stopping");
@@ -801,9 +809,9 @@ class supervisor {
                 (replacing_for_reload_ ? "reload abandoned, the old workers keep serving"
                                        : "the worker it replaces keeps serving for now"));
             if (replacing_for_reload_)
-                systemd::notify_ready("reload abandoned (a new worker failed to boot: " +
-                                      describe_status(status) + "), the old workers keep serving; " +
-                                      worker_counts());
+                systemd::notify_ready(
+                    "reload abandoned (a new worker failed to boot: " + describe_status(status) +
+                    "), the old workers keep serving; " + worker_counts());
             postpone_replacements();
             return;
         }
@@ -926,7 +934,8 @@ std::optional<inherited_state> take_inherited_state() {
         } else if (kind == "booted") {
             in >> st.booted;
         }
-        if (in.fail()) throw std::runtime_error(std::string("malformed ") + state_env + ": " + record);
+        if (in.fail())
+            throw std::runtime_error(std::string("malformed ") + state_env + ": " + record);
     }
     if (st.scoreboard_fd < 0 || st.wake_read_fd < 0 || st.listeners.empty())
         throw std::runtime_error(std::string("malformed ") + state_env);

@@ -59,7 +59,7 @@ struct options {
     std::chrono::milliseconds worker_timeout{30000};  // 0: no liveness check
     std::uint64_t max_requests = 0, max_requests_jitter = 0, max_rss_mb = 0;
     std::chrono::milliseconds max_worker_lifetime{0};
-    std::size_t io_threads = 1;  // of each worker: the heartbeats the master expects
+    std::size_t io_threads = 1;           // of each worker: the heartbeats the master expects
     std::string pidfile;                  // written at start, removed at exit ("" for none)
     std::vector<std::string> unix_paths;  // socket files of the listeners, removed at exit
     std::vector<inherited_state::listener> listeners;  // inherited by every worker, closed at exit

@@ -93,7 +93,8 @@ void slot_channel::request_replacement(supervision::replacement_reason why,
     slot_.detail[n] = '\0';
     slot_.replacement.store(1 + static_cast<std::uint32_t>(why), std::memory_order_release);
     const char byte = 'w';
-    [[maybe_unused]] ssize_t written = ::write(wake_fd_, &byte, 1);  // non-blocking: a full pipe wakes too
+    [[maybe_unused]] ssize_t written =
+        ::write(wake_fd_, &byte, 1);  // non-blocking: a full pipe wakes too
 }
 
 }  // namespace corgi::master

@@ -134,7 +134,8 @@ void export_notify_environment() {
     if (!target.enabled) return;
     ::setenv("NOTIFY_SOCKET", target.text.c_str(), 1);
     if (target.watchdog.count()) {
-        const auto usec = std::chrono::duration_cast<std::chrono::microseconds>(target.watchdog).count() * 2;
+        const auto usec =
+            std::chrono::duration_cast<std::chrono::microseconds>(target.watchdog).count() * 2;
         ::setenv("WATCHDOG_USEC", std::to_string(usec).c_str(), 1);
         ::setenv("WATCHDOG_PID", std::to_string(::getpid()).c_str(), 1);
     }

@@ -117,8 +117,8 @@ response make_error_response(std::exception_ptr error, const request& req) noexc
             log::error("unhandled exception in handler (" + log::request_context(req) +
                        "): " + e.what());
         } catch (...) {
-            log::error("unhandled non-standard exception in handler (" +
-                       log::request_context(req) + ")");
+            log::error("unhandled non-standard exception in handler (" + log::request_context(req) +
+                       ")");
         }
         return response::error(500);
     } catch (...) {

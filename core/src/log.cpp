@@ -1,6 +1,6 @@
 // Access log (buffered, flushed in the background) and error log (stderr, immediate).
-#include <corgi/core/log.hpp>
 #include <corgi/core/completion.hpp>
+#include <corgi/core/log.hpp>
 #include <corgi/core/request.hpp>
 
 #include <algorithm>
@@ -11,8 +11,8 @@
 #include <cstdio>
 #include <ctime>
 #include <mutex>
-#include <string>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -139,8 +139,27 @@ namespace {
 // --- access log formats -----------------------------------------------------------------------
 
 enum class field {
-    literal, remote_addr, remote_port, time, time_iso, method, uri, path, query, protocol,
-    status, bytes, bytes_in, msecs, usecs, request_id, route, scheme, listener, pid, header
+    literal,
+    remote_addr,
+    remote_port,
+    time,
+    time_iso,
+    method,
+    uri,
+    path,
+    query,
+    protocol,
+    status,
+    bytes,
+    bytes_in,
+    msecs,
+    usecs,
+    request_id,
+    route,
+    scheme,
+    listener,
+    pid,
+    header
 };
 
 struct segment {
@@ -167,17 +186,25 @@ access_format parse_format(std::string_view spec) {
         return f;
     }
     f.kind = format_kind::custom;
-    static const std::pair<std::string_view, field> names[] = {
-        {"remote_addr", field::remote_addr}, {"remote_port", field::remote_port},
-        {"time", field::time},               {"time_iso", field::time_iso},
-        {"method", field::method},           {"uri", field::uri},
-        {"path", field::path},               {"query", field::query},
-        {"protocol", field::protocol},       {"status", field::status},
-        {"bytes", field::bytes},             {"bytes_in", field::bytes_in},
-        {"msecs", field::msecs},             {"usecs", field::usecs},
-        {"request_id", field::request_id},   {"route", field::route},
-        {"scheme", field::scheme},           {"listener", field::listener},
-        {"pid", field::pid}};
+    static const std::pair<std::string_view, field> names[] = {{"remote_addr", field::remote_addr},
+                                                               {"remote_port", field::remote_port},
+                                                               {"time", field::time},
+                                                               {"time_iso", field::time_iso},
+                                                               {"method", field::method},
+                                                               {"uri", field::uri},
+                                                               {"path", field::path},
+                                                               {"query", field::query},
+                                                               {"protocol", field::protocol},
+                                                               {"status", field::status},
+                                                               {"bytes", field::bytes},
+                                                               {"bytes_in", field::bytes_in},
+                                                               {"msecs", field::msecs},
+                                                               {"usecs", field::usecs},
+                                                               {"request_id", field::request_id},
+                                                               {"route", field::route},
+                                                               {"scheme", field::scheme},
+                                                               {"listener", field::listener},
+                                                               {"pid", field::pid}};
     std::string literal;
     for (std::size_t i = 0; i < spec.size(); ++i) {
         const char c = spec[i];
@@ -249,7 +276,7 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i) {
     if (n == 0 || i + n > s.size()) return 0;
     for (std::size_t k = 1; k < n; ++k)
         if ((b(i + k) & 0xc0) != 0x80) return 0;
-    if (n == 3 && c == 0xe0 && b(i + 1) < 0xa0) return 0;  // overlong
+    if (n == 3 && c == 0xe0 && b(i + 1) < 0xa0) return 0;   // overlong
     if (n == 3 && c == 0xed && b(i + 1) >= 0xa0) return 0;  // surrogates
     if (n == 4 && c == 0xf0 && b(i + 1) < 0x90) return 0;
     if (n == 4 && c == 0xf4 && b(i + 1) >= 0x90) return 0;
@@ -292,8 +319,8 @@ void append_number(std::string& out, std::uint64_t n) {
 }
 
 void append_millis(std::string& out, std::chrono::nanoseconds d) {
-    const std::uint64_t us = static_cast<std::uint64_t>(
-        std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(d).count()));
+    const std::uint64_t us = static_cast<std::uint64_t>(std::max<std::int64_t>(
+        0, std::chrono::duration_cast<std::chrono::microseconds>(d).count()));
     append_number(out, us / 1000);
     out += '.';
     const unsigned frac = static_cast<unsigned>(us % 1000);
@@ -311,30 +338,71 @@ std::string_view protocol_text(const request& req) {
 void append_field(std::string& out, const segment& seg, const request& req,
                   const request_outcome& o, std::chrono::nanoseconds d) {
     switch (seg.what) {
-        case field::literal: out += seg.text; break;
-        case field::remote_addr: append_escaped(out, or_dash(req.remote_addr)); break;
-        case field::remote_port: append_number(out, req.remote_port); break;
-        case field::time: out += clf_time(); break;
-        case field::time_iso: out += iso_time(); break;
-        case field::method: append_escaped(out, or_dash(req.method)); break;
-        case field::uri: append_escaped(out, or_dash(req.target)); break;
-        case field::path: append_escaped(out, or_dash(req.path)); break;
-        case field::query: append_escaped(out, or_dash(req.query_string)); break;
-        case field::protocol: out += protocol_text(req); break;
-        case field::status: append_number(out, static_cast<std::uint64_t>(o.status)); break;
-        case field::bytes: append_number(out, o.bytes_out); break;
-        case field::bytes_in: append_number(out, req.body ? req.body->received() : 0); break;
-        case field::msecs: append_millis(out, d); break;
-        case field::usecs:
-            append_number(out, static_cast<std::uint64_t>(
-                                   std::chrono::duration_cast<std::chrono::microseconds>(d).count()));
+        case field::literal:
+            out += seg.text;
             break;
-        case field::request_id: append_escaped(out, or_dash(req.id())); break;
-        case field::route: append_escaped(out, or_dash(req.endpoint)); break;
-        case field::scheme: append_escaped(out, req.scheme); break;
-        case field::listener: append_escaped(out, req.protocol_name); break;
-        case field::pid: append_number(out, static_cast<std::uint64_t>(current_pid())); break;
-        case field::header: append_escaped(out, or_dash(req.headers.get(seg.text))); break;
+        case field::remote_addr:
+            append_escaped(out, or_dash(req.remote_addr));
+            break;
+        case field::remote_port:
+            append_number(out, req.remote_port);
+            break;
+        case field::time:
+            out += clf_time();
+            break;
+        case field::time_iso:
+            out += iso_time();
+            break;
+        case field::method:
+            append_escaped(out, or_dash(req.method));
+            break;
+        case field::uri:
+            append_escaped(out, or_dash(req.target));
+            break;
+        case field::path:
+            append_escaped(out, or_dash(req.path));
+            break;
+        case field::query:
+            append_escaped(out, or_dash(req.query_string));
+            break;
+        case field::protocol:
+            out += protocol_text(req);
+            break;
+        case field::status:
+            append_number(out, static_cast<std::uint64_t>(o.status));
+            break;
+        case field::bytes:
+            append_number(out, o.bytes_out);
+            break;
+        case field::bytes_in:
+            append_number(out, req.body ? req.body->received() : 0);
+            break;
+        case field::msecs:
+            append_millis(out, d);
+            break;
+        case field::usecs:
+            append_number(out,
+                          static_cast<std::uint64_t>(
+                              std::chrono::duration_cast<std::chrono::microseconds>(d).count()));
+            break;
+        case field::request_id:
+            append_escaped(out, or_dash(req.id()));
+            break;
+        case field::route:
+            append_escaped(out, or_dash(req.endpoint));
+            break;
+        case field::scheme:
+            append_escaped(out, req.scheme);
+            break;
+        case field::listener:
+            append_escaped(out, req.protocol_name);
+            break;
+        case field::pid:
+            append_number(out, static_cast<std::uint64_t>(current_pid()));
+            break;
+        case field::header:
+            append_escaped(out, or_dash(req.headers.get(seg.text)));
+            break;
     }
 }
 

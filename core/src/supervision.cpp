@@ -12,7 +12,9 @@ std::vector<std::function<void()>>& worker_start_hooks() {
 }
 }  // namespace
 
-void at_worker_start(std::function<void()> hook) { worker_start_hooks().push_back(std::move(hook)); }
+void at_worker_start(std::function<void()> hook) {
+    worker_start_hooks().push_back(std::move(hook));
+}
 void run_worker_start_hooks() {
     for (auto& hook : worker_start_hooks()) hook();
 }

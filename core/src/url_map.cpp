@@ -4,10 +4,10 @@
 // first, then dynamic ones by weight, with backtracking. Converters validate while matching
 // (werkzeug validates after the match and gives up with a 404 when, say, an int is out of range;
 // here the next candidate rule is tried instead).
-#include <corgi/core/url_map.hpp>
 #include <corgi/core/http_error.hpp>
 #include <corgi/core/log.hpp>
 #include <corgi/core/supervision.hpp>
+#include <corgi/core/url_map.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
@@ -1290,8 +1290,9 @@ void watch_for_stuck(const std::shared_ptr<stuck_watch>& watch, std::chrono::mil
                    " after it started, ignoring its cancellation");
         if (!supervision::request_replacement(supervision::replacement_reason::stuck_request,
                                               watch->what))
-            log::error("request deadline: no master supervises this process, so it cannot be "
-                       "recycled; the stuck request keeps its resources");
+            log::error(
+                "request deadline: no master supervises this process, so it cannot be "
+                "recycled; the stuck request keeps its resources");
     });
 }
 
@@ -1322,13 +1323,13 @@ task<void> produce_before(const body_producer& inner, body_writer& writer,
         if (error) std::rethrow_exception(error);
         co_return;
     }
-    throw http_error(504, what + " ran past its deadline while its response body was being "
-                                 "sent: body cut off, connection closed");
+    throw http_error(504, what +
+                              " ran past its deadline while its response body was being "
+                              "sent: body cut off, connection closed");
 }
 
 task<response> run_with_deadline(const handler& target, request& req,
-                                 std::chrono::milliseconds limit,
-                                 std::chrono::milliseconds grace) {
+                                 std::chrono::milliseconds limit, std::chrono::milliseconds grace) {
     auto ex = co_await net::this_coro::executor;
     req.handler_started = steady::now();
     req.time_limit = limit;

@@ -3,8 +3,8 @@
 // answer, close.
 #include "cgi_session.hpp"
 
-#include <corgi/core/http_error.hpp>
 #include <corgi/core/completion.hpp>
+#include <corgi/core/http_error.hpp>
 #include <corgi/core/log.hpp>
 
 #include <boost/asio/as_tuple.hpp>

@@ -6,8 +6,8 @@
 #include "fastcgi_parser.hpp"
 #include "response_writer.hpp"
 
-#include <corgi/core/http_error.hpp>
 #include <corgi/core/completion.hpp>
+#include <corgi/core/http_error.hpp>
 #include <corgi/core/log.hpp>
 #include <corgi/protocols/protocols.hpp>
 

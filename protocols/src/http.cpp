@@ -4,8 +4,8 @@
 #include "http_parser.hpp"
 #include "response_writer.hpp"
 
-#include <corgi/core/http_error.hpp>
 #include <corgi/core/completion.hpp>
+#include <corgi/core/http_error.hpp>
 #include <corgi/core/log.hpp>
 #include <corgi/protocols/protocols.hpp>
 

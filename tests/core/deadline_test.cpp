@@ -1,7 +1,7 @@
-// Per-request deadlines in the dispatcher (--harakiri, a route's "timeout"): a handler still running
-// at its deadline is cancelled through Asio's per-operation cancellation and the request answered
-// 504; handlers that end in time, and handlers that fail, are not held up by the deadline; a
-// handler that ignores its cancellation is reported as stuck to the supervision channel.
+// Per-request deadlines in the dispatcher (--harakiri, a route's "timeout"): a handler still
+// running at its deadline is cancelled through Asio's per-operation cancellation and the request
+// answered 504; handlers that end in time, and handlers that fail, are not held up by the deadline;
+// a handler that ignores its cancellation is reported as stuck to the supervision channel.
 #include <corgi/core/http_error.hpp>
 #include <corgi/core/route_config.hpp>
 #include <corgi/core/supervision.hpp>
@@ -192,8 +192,8 @@ TEST_CASE("deadline: a route's \"timeout\" in the JSON URL map", "[unit][deadlin
 TEST_CASE("deadline: a streamed body still being produced at the deadline is cut off",
           "[unit][deadline]") {
     auto seen = std::make_shared<observed>();
-    auto map = std::make_shared<corgi::url_map>(std::vector{corgi::rule(
-        "/stream", "stream", [seen](request&) -> task<response> {
+    auto map = std::make_shared<corgi::url_map>(
+        std::vector{corgi::rule("/stream", "stream", [seen](request&) -> task<response> {
             co_return response::stream([seen](corgi::body_writer& w) -> task<void> {
                 on_destroy guard{seen->destroyed};
                 co_await w.write("first");
@@ -234,8 +234,8 @@ TEST_CASE("deadline: a streamed body still being produced at the deadline is cut
 TEST_CASE("deadline: a handler that ignores its cancellation past the grace is reported stuck",
           "[unit][deadline][supervision]") {
     installed_channel supervised;
-    auto map = std::make_shared<corgi::url_map>(std::vector{corgi::rule(
-        "/stubborn", "stubborn", [](request&) -> task<response> {
+    auto map = std::make_shared<corgi::url_map>(
+        std::vector{corgi::rule("/stubborn", "stubborn", [](request&) -> task<response> {
             // Keeps waiting after its cancellation: each new wait is not cancelled again.
             co_await net::this_coro::throw_if_cancelled(false);
             for (int i = 0; i < 4; ++i) {
@@ -244,8 +244,7 @@ TEST_CASE("deadline: a handler that ignores its cancellation past the grace is r
             }
             co_return response::text("late");
         })});
-    auto dispatch =
-        corgi::make_dispatcher(map, {.request_timeout = 100ms, .stuck_grace = 200ms});
+    auto dispatch = corgi::make_dispatcher(map, {.request_timeout = 100ms, .stuck_grace = 200ms});
     auto req = corgi::test::make_request("GET", "/stubborn");
     req.target = "/stubborn?x=1";
     auto res = corgi::test::run(dispatch, req);

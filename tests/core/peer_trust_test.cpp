@@ -32,7 +32,8 @@ TEST_CASE("peer_trust: * trusts everyone, an empty list only unix sockets") {
 }
 
 TEST_CASE("peer_trust: entries that are no address or network are refused") {
-    for (const char* bad : {"10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0.0/x", "host.example", "1.2.3"})
+    for (const char* bad :
+         {"10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0.0/x", "host.example", "1.2.3"})
         CHECK_THROWS_AS(peer_trust({bad}), std::invalid_argument);
     CHECK(peer_trust::split(" 127.0.0.1, ::1 ,,10.0.0.0/8") ==
           std::vector<std::string>{"127.0.0.1", "::1", "10.0.0.0/8"});

@@ -258,8 +258,8 @@ TEST_CASE("cli: deadline flags, JSON keys and a route's timeout refuse bad value
         CHECK(r.exit_code == 2);
         CHECK(r.err.find(args[0]) != std::string::npos);
     }
-    for (std::string limit : {R"("harakiri": -2)", R"("timeout_request": "1s")",
-                              R"("harakiri_grace": [10])"}) {
+    for (std::string limit :
+         {R"("harakiri": -2)", R"("timeout_request": "1s")", R"("harakiri_grace": [10])"}) {
         temp_file cfg("deadline.json",
                       R"({"listen": [{"http": "127.0.0.1:0"}], "limits": {)" + limit + "}}");
         auto r = run_corgi({"--config", cfg.path});

@@ -76,8 +76,6 @@ std::set<pid_t> children_of(pid_t parent) {
     return out;
 }
 
-
-
 // A master with its workers, serving tests/integration/apps/process_apps.py (which answers with
 // the pid of the worker). On destruction the master, then every worker ever seen (when its pid
 // still names the same process), is SIGKILLed.
@@ -206,7 +204,9 @@ TEST_CASE("process model: a worker killed with SIGKILL is logged and replaced by
     const pid_t victim = *before.begin();
     REQUIRE(::kill(victim, SIGKILL) == 0);
     CHECK(srv.process().wait_for_err(
-        "worker " + std::to_string(victim) + " exited (signal 9 (SIGKILL), perhaps by the OOM killer); respawning", 5s));
+        "worker " + std::to_string(victim) +
+            " exited (signal 9 (SIGKILL), perhaps by the OOM killer); respawning",
+        5s));
     REQUIRE(srv.wait_workers(2));
     auto after = srv.workers();
     CHECK(after.count(victim) == 0);
@@ -353,12 +353,14 @@ TEST_CASE("process model: SIGTTIN adds a worker, SIGTTOU removes one but never t
     CHECK(::stat(pidfile.path.c_str(), &st) != 0);  // removed at exit
 }
 
-TEST_CASE("process model: with --lazy-apps an app that fails to import in the workers stops the "
-          "master with its traceback",
-          "[process_model]") {
-    child_process p({corgi_binary(), "--processes", "2", "--lazy-apps", "--http", "127.0.0.1:0", "--pythonpath",
-                     source_dir() + "/tests/wsgi/integration/apps", "--wsgi", "broken_import"},
-                    source_dir());
+TEST_CASE(
+    "process model: with --lazy-apps an app that fails to import in the workers stops the "
+    "master with its traceback",
+    "[process_model]") {
+    child_process p(
+        {corgi_binary(), "--processes", "2", "--lazy-apps", "--http", "127.0.0.1:0", "--pythonpath",
+         source_dir() + "/tests/wsgi/integration/apps", "--wsgi", "broken_import"},
+        source_dir());
     auto status = p.wait_exit(10s);
     INFO(p.err());
     REQUIRE(status);
@@ -489,16 +491,17 @@ TEST_CASE("process model: SIGHUP with an app that no longer imports keeps the ol
         DYNAMIC_SECTION((lazy ? "--lazy-apps" : "preloaded")) {
             temp_app_dir apps;
             apps.write_versioned("reloaded_app", "v1");
-            std::vector<std::string> flags{"--processes", "2", "--io-threads", "1",
-                                           "--disable-logging", "--pythonpath", apps.dir, "--wsgi",
-                                           "reloaded_app"};
+            std::vector<std::string> flags{
+                "--processes",  "2",      "--io-threads", "1",           "--disable-logging",
+                "--pythonpath", apps.dir, "--wsgi",       "reloaded_app"};
             if (lazy) flags.push_back("--lazy-apps");
             prefork_server srv(flags, 2);
             const auto workers = srv.workers();
             write_file(apps.module("reloaded_app"),
                        "raise RuntimeError('broken on purpose for the reload test')\n");
             srv.process().send_signal(SIGHUP);
-            // Lazy: the new worker fails to boot; preloaded: the re-executed master fails to import.
+            // Lazy: the new worker fails to boot; preloaded: the re-executed master fails to
+            // import.
             CHECK(srv.process().wait_for_err(lazy ? "reload abandoned, the old workers keep serving"
                                                   : "the running workers keep serving",
                                              10s));
@@ -603,9 +606,10 @@ TEST_CASE("process model: --preload with an app that fails to import forks no wo
     CHECK(p.err().find("worker") == std::string::npos);
 }
 
-TEST_CASE("process model: apps are preloaded by default, --lazy-apps imports them in each worker; "
-          "post-fork hooks run once in every worker",
-          "[process_model][preload]") {
+TEST_CASE(
+    "process model: apps are preloaded by default, --lazy-apps imports them in each worker; "
+    "post-fork hooks run once in every worker",
+    "[process_model][preload]") {
     {
         prefork_server srv(2);
         const std::string master = std::to_string(srv.master());
@@ -649,17 +653,18 @@ TEST_CASE("process model: apps are preloaded by default, --lazy-apps imports the
     }
 }
 
-TEST_CASE("process model: SIGHUP re-executes the master (same pid) and reloads code and "
-          "configuration, preloaded or lazy, without failing a request",
-          "[process_model]") {
+TEST_CASE(
+    "process model: SIGHUP re-executes the master (same pid) and reloads code and "
+    "configuration, preloaded or lazy, without failing a request",
+    "[process_model]") {
     for (bool lazy : {false, true}) {
         DYNAMIC_SECTION((lazy ? "--lazy-apps" : "preloaded")) {
             temp_app_dir apps;
             apps.write_versioned("versioned_app", "v1");
             temp_file cfg("reload.json", R"({"processes": 2})");
-            std::vector<std::string> flags{"--config", cfg.path, "--io-threads", "1",
-                                           "--disable-logging", "--pythonpath", apps.dir,
-                                           "--wsgi", "versioned_app"};
+            std::vector<std::string> flags{
+                "--config", cfg.path, "--io-threads", "1", "--disable-logging", "--pythonpath",
+                apps.dir,   "--wsgi", "versioned_app"};
             if (lazy) flags.push_back("--lazy-apps");
             prefork_server srv(flags, 2);
             const pid_t master = srv.master();
@@ -734,18 +739,22 @@ TEST_CASE("process model: --check-config reads and checks everything, then exits
     CHECK(good.exit_code == 0);
     CHECK(good.out.find("configuration OK") != std::string::npos);
     CHECK(good.err.find("serving") == std::string::npos);  // nothing bound
-    temp_file bad_routes("routes.json", R"({"routes": [{"rule": "/<int:x", "endpoint": "hello"}]})");
-    auto bad = run({corgi_binary(), "--config", bad_routes.path, "--check-config"}, source_dir(), 5s);
+    temp_file bad_routes("routes.json",
+                         R"({"routes": [{"rule": "/<int:x", "endpoint": "hello"}]})");
+    auto bad =
+        run({corgi_binary(), "--config", bad_routes.path, "--check-config"}, source_dir(), 5s);
     CHECK(bad.exit_code == 2);
     CHECK(bad.err.find("/routes/0/rule") != std::string::npos);
-    auto bad_flag = run({corgi_binary(), "--max-requests", "x", "--check-config"}, source_dir(), 5s);
+    auto bad_flag =
+        run({corgi_binary(), "--max-requests", "x", "--check-config"}, source_dir(), 5s);
     CHECK(bad_flag.exit_code == 2);
     CHECK(bad_flag.err.find("--max-requests") != std::string::npos);
 }
 
-TEST_CASE("process model: a worker not ready within --boot-timeout is killed; at start the "
-          "master gives up",
-          "[process_model]") {
+TEST_CASE(
+    "process model: a worker not ready within --boot-timeout is killed; at start the "
+    "master gives up",
+    "[process_model]") {
     temp_app_dir apps;
     write_file(apps.module("slow_boot"),
                "import time\ntime.sleep(30)\n\ndef application(environ, start_response):\n"
@@ -761,32 +770,33 @@ TEST_CASE("process model: a worker not ready within --boot-timeout is killed; at
     CHECK(p.err().find("did not become ready in time") != std::string::npos);
 }
 
-TEST_CASE("process model: a worker whose io thread stops checking in is aborted (Python's "
-          "stacks in the log) and replaced",
-          "[process_model]") {
+TEST_CASE(
+    "process model: a worker whose io thread stops checking in is aborted (Python's "
+    "stacks in the log) and replaced",
+    "[process_model]") {
     prefork_server srv(2, {"--worker-timeout", "1"});
     const auto before = srv.workers();
     const pid_t victim = *before.begin();
     // A stopped process runs no io thread: exactly what a hung one looks like to the master.
     REQUIRE(::kill(victim, SIGSTOP) == 0);
-    REQUIRE(srv.process().wait_for_err("worker " + std::to_string(victim) +
-                                           ": io thread 0 has not checked in for",
-                                       10s));
+    REQUIRE(srv.process().wait_for_err(
+        "worker " + std::to_string(victim) + ": io thread 0 has not checked in for", 10s));
     // SIGABRT is pending: let it run, so that faulthandler writes the stacks.
     ::kill(victim, SIGCONT);
     CHECK(srv.process().wait_for_err("Fatal Python error: Aborted", 5s));
-    CHECK(srv.process().wait_for_err("worker " + std::to_string(victim) + " exited (signal 6", 10s));
+    CHECK(
+        srv.process().wait_for_err("worker " + std::to_string(victim) + " exited (signal 6", 10s));
     REQUIRE(srv.wait_workers(2));
     CHECK(srv.workers().count(victim) == 0);
     CHECK(srv.workers().count(*std::next(before.begin())) == 1);  // the healthy one stays
     INFO(srv.err());
-    CHECK(srv.err().find("(most recent call first)") != std::string::npos);  // faulthandler's stacks
+    CHECK(srv.err().find("(most recent call first)") !=
+          std::string::npos);  // faulthandler's stacks
     // A worker that stays stopped is SIGKILLed after the abort.
     const pid_t second = *srv.workers().begin();
     REQUIRE(::kill(second, SIGSTOP) == 0);
-    CHECK(srv.process().wait_for_err("worker " + std::to_string(second) +
-                                         " still there after SIGABRT; killing it",
-                                     15s));
+    CHECK(srv.process().wait_for_err(
+        "worker " + std::to_string(second) + " still there after SIGABRT; killing it", 15s));
     CHECK(srv.wait_workers(2));
 }
 
@@ -864,14 +874,16 @@ TEST_CASE("process model: SIGUSR1 reopens --access-log and --error-log after a r
         DYNAMIC_SECTION((master ? "master and workers" : "single process")) {
             temp_file access("access.log");
             temp_file errors("error.log");
-            std::vector<std::string> args{"--access-log", access.path, "--error-log", errors.path,
-                                          "--io-threads", "1"};
+            std::vector<std::string> args{"--access-log", access.path,    "--error-log",
+                                          errors.path,    "--io-threads", "1"};
             if (master) args.insert(args.end(), {"--processes", "2"});
-            child_process p([&] {
-                std::vector<std::string> argv{corgi_binary(), "--http", "127.0.0.1:0"};
-                argv.insert(argv.end(), args.begin(), args.end());
-                return argv;
-            }(), source_dir());
+            child_process p(
+                [&] {
+                    std::vector<std::string> argv{corgi_binary(), "--http", "127.0.0.1:0"};
+                    argv.insert(argv.end(), args.begin(), args.end());
+                    return argv;
+                }(),
+                source_dir());
             std::uint16_t port = 0;
             REQUIRE(eventually(
                 [&] {
@@ -885,7 +897,9 @@ TEST_CASE("process model: SIGUSR1 reopens --access-log and --error-log after a r
                 10s));
             CHECK(p.err().empty());  // the error log went to the file
             REQUIRE(fetch(port, "/plaintext"));
-            CHECK(eventually([&] { return read_file(access.path).find("/plaintext") != std::string::npos; }, 3s));
+            CHECK(eventually(
+                [&] { return read_file(access.path).find("/plaintext") != std::string::npos; },
+                3s));
             // logrotate: move the files away, then USR1.
             const std::string rotated = access.path + ".1", rotated_err = errors.path + ".1";
             REQUIRE(::rename(access.path.c_str(), rotated.c_str()) == 0);
@@ -893,7 +907,8 @@ TEST_CASE("process model: SIGUSR1 reopens --access-log and --error-log after a r
             p.send_signal(SIGUSR1);
             std::this_thread::sleep_for(500ms);
             for (int i = 0; i < 6; ++i) REQUIRE(fetch(port, "/json"));  // both workers, likely
-            CHECK(eventually([&] { return read_file(access.path).find("/json") != std::string::npos; }, 3s));
+            CHECK(eventually(
+                [&] { return read_file(access.path).find("/json") != std::string::npos; }, 3s));
             CHECK(read_file(rotated).find("/json") == std::string::npos);
             p.send_signal(SIGTERM);
             CHECK(p.wait_exit(10s) == std::optional<int>(0));

@@ -251,8 +251,9 @@ TEST_CASE("access log: one common log format line per request on stdout", "[acce
     const std::string id = R"( [0-9a-f]{32})";
     CHECK(std::regex_match(lines[0], std::regex(R"(127\.0\.0\.1 - - )" + time +
                                                 R"( "GET /plaintext HTTP/1\.1" 200 13)" + id)));
-    CHECK(std::regex_match(lines[1], std::regex(R"(127\.0\.0\.1 - - )" + time +
-                                                R"( "GET /no/such/page\?x=1 HTTP/1\.1" 404 \d+)" + id)));
+    CHECK(std::regex_match(lines[1],
+                           std::regex(R"(127\.0\.0\.1 - - )" + time +
+                                      R"( "GET /no/such/page\?x=1 HTTP/1\.1" 404 \d+)" + id)));
     CHECK(std::regex_match(lines[2], std::regex(R"(127\.0\.0\.1 - - )" + time +
                                                 R"( "HEAD /plaintext HTTP/1\.1" 200 (-|0))" + id)));
     // Errors go to stderr, never into the access log.

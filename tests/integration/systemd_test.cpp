@@ -42,8 +42,6 @@ long long monotonic_usec() {
     return static_cast<long long>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
 }
 
-
-
 bool contains(const std::string& text, std::string_view needle) {
     return text.find(needle) != std::string::npos;
 }
@@ -613,9 +611,17 @@ TEST_CASE(
                               : "preloaded: the re-executed master fails to import")) {
             app_dir app(good);
             notify_socket manager;
-            std::vector<std::string> args{"--processes", "2", "--http", "127.0.0.1:0",
-                                          "--io-threads", "1", "--disable-logging",
-                                          "--pythonpath", app.path, "--wsgi", "systemd_app"};
+            std::vector<std::string> args{"--processes",
+                                          "2",
+                                          "--http",
+                                          "127.0.0.1:0",
+                                          "--io-threads",
+                                          "1",
+                                          "--disable-logging",
+                                          "--pythonpath",
+                                          app.path,
+                                          "--wsgi",
+                                          "systemd_app"};
             if (lazy) args.push_back("--lazy-apps");
             corgi_run corgi(corgi_args(args), with_env({manager.env()}));
             const std::uint16_t port = port_of(serving_lines(corgi.proc, 1).at(0));

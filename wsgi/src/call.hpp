@@ -55,8 +55,8 @@ enum class lane_msg : std::uint8_t {
 
 struct call {
     // Completed with operation_aborted when the io side's wait is cancelled (the deadline).
-    using io_handler = net::async_result<net::use_awaitable_t<>,
-                                         void(boost::system::error_code)>::handler_type;
+    using io_handler =
+        net::async_result<net::use_awaitable_t<>, void(boost::system::error_code)>::handler_type;
 
     // Chunks up to this size are copied into the outbox and the fiber goes on; bigger ones are
     // written from the app's bytes object while the fiber waits (no copy of large bodies).

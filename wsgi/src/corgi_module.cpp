@@ -9,7 +9,6 @@
 #include "asyncio_bridge.hpp"
 #include "call.hpp"
 #include "fiber.hpp"
-#include "call.hpp"
 #include "lane.hpp"
 #include "runtime.hpp"
 

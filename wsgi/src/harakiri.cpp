@@ -116,8 +116,7 @@ void watchdog::run_watch() {
             }
             // One that no fiber has taken yet is not stuck itself: its lane is, on another
             // request, which is the one reported (it is skipped once the lane gets to it).
-            if (!e.reported && now >= e.stuck_at &&
-                e.c->started.load(std::memory_order_acquire)) {
+            if (!e.reported && now >= e.stuck_at && e.c->started.load(std::memory_order_acquire)) {
                 e.reported = true;
                 const entry copy = e;
                 lock.unlock();
@@ -143,8 +142,9 @@ void watchdog::report_stuck(const entry& e) {
     if (supervision::request_replacement(supervision::replacement_reason::stuck_request, e.what)) {
         log::error("harakiri: asked the master to replace this worker (gracefully)");
     } else {
-        log::error("harakiri: no master supervises this process, so it cannot be recycled; run "
-                   "corgi with --master or --processes N to have stuck workers replaced");
+        log::error(
+            "harakiri: no master supervises this process, so it cannot be recycled; run "
+            "corgi with --master or --processes N to have stuck workers replaced");
     }
 }
 

@@ -8,8 +8,8 @@
 #include "fiber.hpp"
 #include "harakiri.hpp"
 #include "lane.hpp"
-#include "wsgi_call.hpp"
 #include "runtime.hpp"
+#include "wsgi_call.hpp"
 #include "wsgi_types.hpp"
 
 #include <corgi/core/log.hpp>
@@ -191,7 +191,8 @@ def _install(previous=_logging.getLogRecordFactory(), request_id=_corgi.request_
 _install()
 )PY";
         py_ref globals(PyDict_New());
-        if (!globals || PyDict_SetItemString(globals.get(), "__builtins__", PyEval_GetBuiltins()) != 0 ||
+        if (!globals ||
+            PyDict_SetItemString(globals.get(), "__builtins__", PyEval_GetBuiltins()) != 0 ||
             !py_ref(PyRun_String(install, Py_file_input, globals.get(), globals.get())))
             throw_python("cannot install the request id in logging records");
     }
@@ -210,7 +211,8 @@ _install()
             }
         } restore_after;
         py_ref faulthandler(PyImport_ImportModule("faulthandler"));
-        py_ref enable(faulthandler ? PyObject_GetAttrString(faulthandler.get(), "enable") : nullptr);
+        py_ref enable(faulthandler ? PyObject_GetAttrString(faulthandler.get(), "enable")
+                                   : nullptr);
         if (!enable || !py_ref(PyObject_CallNoArgs(enable.get())))
             throw_python("cannot enable faulthandler");
     }

@@ -27,7 +27,7 @@ struct app_entry {
 struct runtime {
     python_settings settings;
     std::vector<std::unique_ptr<lane>> lanes;
-    std::unique_ptr<watchdog> harakiri;  // deadlines of requests (harakiri.hpp); with the lanes
+    std::unique_ptr<watchdog> harakiri;    // deadlines of requests (harakiri.hpp); with the lanes
     PyThreadState* main_tstate = nullptr;  // saved (GIL released) while the lanes run
     bool multithread = true;               // more than one request can be inside the app at once
 

@@ -67,8 +67,7 @@ bool client_gone(const call& c) { return c.io_released && c.message == lane_msg:
 // the connection.
 void fail(call& c, const char* what) {
     const bool deadline = c.timed_out.load(std::memory_order_relaxed) && PyErr_Occurred() &&
-                          request_timeout_type() &&
-                          PyErr_ExceptionMatches(request_timeout_type());
+                          request_timeout_type() && PyErr_ExceptionMatches(request_timeout_type());
     std::string tb = fetch_traceback();
     if (deadline) {
         // Expected: the request ran past its deadline and ended through RequestTimeout (the
@@ -110,8 +109,7 @@ void fail_and_close(call& c, PyObject* result, const char* what) {
     PyErr_Fetch(&type, &value, &tb);
     if (result && !close_result(result)) {
         log::error("wsgi: " + c.app->spec + " (request " + c.request_id +
-                   "): close() of the response iterable raised:\n" +
-                   fetch_traceback());
+                   "): close() of the response iterable raised:\n" + fetch_traceback());
     }
     PyErr_Restore(type, value, tb);
     fail(c, what);
@@ -223,8 +221,7 @@ void deliver(call& c, PyObject* result) {
             // The client is gone: stop producing, but close() all the same.
             if (!close_result(result)) {
                 log::error("wsgi: " + c.app->spec + " (request " + c.request_id +
-                   "): close() of the response iterable raised:\n" +
-                           fetch_traceback());
+                           "): close() of the response iterable raised:\n" + fetch_traceback());
             }
             return;
         }
@@ -371,7 +368,8 @@ void init_deadlines() {
     (void)request_timeout_type();
     if (!g_enter_bytecode) {
         py_ref globals(PyDict_New());
-        if (globals && PyDict_SetItemString(globals.get(), "__builtins__", PyEval_GetBuiltins()) == 0)
+        if (globals &&
+            PyDict_SetItemString(globals.get(), "__builtins__", PyEval_GetBuiltins()) == 0)
             g_enter_bytecode =
                 PyRun_String("lambda: None", Py_eval_input, globals.get(), globals.get());
         if (!g_enter_bytecode) PyErr_Clear();
