@@ -77,6 +77,7 @@ processes (a master binding the listeners, pre-forked workers inheriting them; s
   signals: HUP reload config and code, TERM/INT graceful stop, QUIT stop now, TTIN/TTOU +/-1 worker, USR1 reopen logs
 logs: --access-log FILE (stdout)  --error-log FILE (stderr)  --disable-logging (no access log)
   --access-log-format common|combined|json|'{template}'  --forwarded-allow-ips LIST (127.0.0.1,::1; X-Request-Id)
+stats: --stats ADDR (JSON per connection, uWSGI's fields)  --stats-http (HTTP: JSON, /metrics, /_corgi/status)
 other: --check-config (check the configuration and the URL map, exit 0 or 2)  --help  --version
 systemd (docs/deploy.md): NOTIFY_SOCKET (Type=notify, WATCHDOG_USEC); LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES
   (socket activation: fds 3... replace the listeners; protocol: the fd's name, the listener at its address, http)
@@ -307,6 +308,10 @@ options parse(const std::vector<std::string>& args) {
          [&](const std::string& f, const std::string& v) {
              cfg.server.limits.harakiri_grace = parse_seconds(f, v);
          }},
+        {"--stats",
+         [&](const std::string& f, const std::string& v) {
+             cfg.stats.address = parse_address(f, v);
+         }},
         {"--match", [&](const std::string&, const std::string& v) { o.match = v; }},
         {"--build", [&](const std::string&, const std::string& v) { o.build = v; }},
     };
@@ -330,6 +335,10 @@ options parse(const std::vector<std::string>& args) {
         }
         if (flag == "--preload") {
             cfg.processes.preload = true;
+            continue;
+        }
+        if (flag == "--stats-http") {
+            cfg.stats.http = true;
             continue;
         }
         if (flag == "--check-config") {

@@ -277,6 +277,10 @@ void apply_config(config& cfg, const nlohmann::json& doc) {
                                 p,
                                 "unknown timeout (expected header, body, idle, write or graceful)");
                     });
+            } else if (key == "stats") {
+                cfg.stats.address = as_address(v, ptr);
+            } else if (key == "stats_http") {
+                cfg.stats.http = as_bool(v, ptr);
             } else if (key == "routes") {
                 if (!v.is_array()) throw config_error(ptr, "expected an array of route entries");
                 cfg.routes = v;

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -73,6 +74,14 @@ struct process_settings {
     static constexpr std::size_t max_workers = 1024;
 };
 
+// The stats listener (uWSGI's --stats): served by the master (or the single process), one JSON
+// document per connection; with `http`, an HTTP server of the JSON, Prometheus text at /metrics
+// and the live status page at /_corgi/status.
+struct stats_settings {
+    std::optional<listen_address> address;
+    bool http = false;
+};
+
 struct config {
     std::vector<listen_entry> listen;
     server_options server;
@@ -82,6 +91,7 @@ struct config {
     std::string access_log_format = "common";         // common, combined, json or a {template}
     std::string access_log_file;                      // "" : stdout
     std::string error_log_file;                       // "" : stderr
+    stats_settings stats;
     nlohmann::json routes = nlohmann::json::array();  // compiled by compile_routes()
 };
 
