@@ -4,11 +4,13 @@
 #include "demo_handlers.hpp"
 #include "log_files.hpp"
 #include "master.hpp"
+#include "stats_server.hpp"
 #include "systemd.hpp"
 
 #include <corgi/core/log.hpp>
 #include <corgi/core/route_config.hpp>
 #include <corgi/core/server.hpp>
+#include <corgi/core/stats.hpp>
 #include <corgi/core/supervision.hpp>
 #include <corgi/protocols/protocols.hpp>
 #ifdef CORGI_WITH_WSGI
@@ -27,6 +29,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -238,6 +241,15 @@ void print_capacity(const config& cfg) {
 }
 #endif
 
+// A unix socket file this process bound, removed when it stops.
+struct unix_path_guard {
+    std::string path;
+    explicit unix_path_guard(std::string p) : path(std::move(p)) {}
+    ~unix_path_guard() { ::unlink(path.c_str()); }
+    unix_path_guard(const unix_path_guard&) = delete;
+    unix_path_guard& operator=(const unix_path_guard&) = delete;
+};
+
 // The pidfile of a single-process server (a master writes its own); throws when it cannot be
 // written.
 struct pidfile_guard {
@@ -288,6 +300,28 @@ int serve_command(cli::options& o) {
         serving += (serving.empty() ? "serving " : ", ") + l.protocol + " on " + bound.to_string();
     }
     print_capacity(cfg);
+    // --stats in a single process: the figures are this process's, served from a thread.
+    std::optional<master::stats_server> stats_listener;
+    static master::stats_sources stats_sources;
+    stats_sources.single = &stats::current();
+    stats_sources.server_pid = ::getpid();
+    stats_sources.io_threads = cfg.server.io_threads
+                                   ? cfg.server.io_threads
+                                   : std::max(1u, std::thread::hardware_concurrency());
+    const std::vector<int> listener_fds = srv.listener_fds();
+    for (std::size_t i = 0; i < cfg.listen.size() && i < listener_fds.size(); ++i)
+        stats_sources.sockets.push_back(
+            {listener_fds[i], cfg.listen[i].address.to_string(), cfg.listen[i].protocol});
+    master::install_exposition(&stats_sources);
+    std::optional<unix_path_guard> stats_path;
+    if (cfg.stats.address) {
+        bound_listener b = bind_listener(*cfg.stats.address, cfg.server.unix_socket_mode);
+        if (b.address.is_unix) stats_path.emplace(b.address.path);
+        std::cerr << "corgi: stats on " << b.address.to_string()
+                  << (cfg.stats.http ? " (HTTP)" : "") << "\n";
+        stats_listener.emplace(b.fd, cfg.stats.http, stats_sources);
+        stats_listener->start_thread();
+    }
     if (::getpid() == 1)
         std::cerr << "corgi: running as PID 1 without a master: orphaned processes are not "
                      "reaped (use --master, whose master reaps every child, or an init)\n";
@@ -300,6 +334,8 @@ int serve_command(cli::options& o) {
 #endif
     systemd::server_notifier notifier(srv, serving);
     srv.run();
+    if (stats_listener) stats_listener->stop();
+    master::install_exposition(nullptr);
 #ifdef CORGI_WITH_WSGI
     if (python) {
         wsgi::shutdown();
@@ -424,6 +460,24 @@ int master_command(cli::options& o, const std::vector<std::string>& argv) {
         } catch (...) {
             for (const auto& l : mo.listeners) ::close(l.fd);
             for (const auto& path : mo.unix_paths) ::unlink(path.c_str());
+            throw;
+        }
+    }
+    mo.stats_http = cfg.stats.http;
+    if (mo.inherited && mo.inherited->stats_fd >= 0) {
+        mo.stats_fd = mo.inherited->stats_fd;  // kept across the re-exec, as the listeners
+    } else if (cfg.stats.address) {
+        try {
+            bound_listener b = bind_listener(*cfg.stats.address, cfg.server.unix_socket_mode);
+            mo.stats_fd = b.fd;
+            if (b.address.is_unix) mo.unix_paths.push_back(b.address.path);
+            std::cerr << "corgi: stats on " << b.address.to_string()
+                      << (cfg.stats.http ? " (HTTP)" : "") << "\n";
+        } catch (...) {
+            if (!mo.inherited) {
+                for (const auto& l : mo.listeners) ::close(l.fd);
+                for (const auto& path : mo.unix_paths) ::unlink(path.c_str());
+            }
             throw;
         }
     }

@@ -187,6 +187,16 @@ class supervisor {
             cleanup();
             return 1;
         }
+        if (opts_.stats_fd >= 0) {
+            set_cloexec(opts_.stats_fd, true);
+            stats_sources sources;
+            sources.board = &*board_;
+            sources.io_threads = opts_.io_threads;
+            sources.server_pid = ::getpid();
+            for (const auto& l : opts_.listeners)
+                sources.sockets.push_back({l.fd, l.address, l.protocol});
+            stats_.emplace(opts_.stats_fd, opts_.stats_http, std::move(sources));
+        }
         next_spawn_at_ = clock::now();
         if (opts_.inherited) {
             adopt_workers(*opts_.inherited);
@@ -229,7 +239,7 @@ class supervisor {
             "and code, " + std::to_string(target_) + " workers; replacing the " +
             std::to_string(live_count()) + " running ones one at a time");
         for (auto& w : workers_)
-            if (!w.retiring) queue_replacement(w, "reload");
+            if (!w.retiring) queue_replacement(w, "reload", restart_cause::reload);
         replacing_for_reload_ = true;
         reload_step();
     }
@@ -252,7 +262,13 @@ class supervisor {
             fds.push_back({wake_pipe[0], POLLIN, 0});
             for (const auto& w : workers_)
                 if (w.ready_fd >= 0) fds.push_back({w.ready_fd, POLLIN, 0});
-            int r = ::poll(fds.data(), fds.size(), poll_timeout_ms(clock::now()));
+            const std::size_t ready_end = fds.size();
+            int timeout = poll_timeout_ms(clock::now());
+            if (stats_) {
+                stats_->add_poll_fds(fds);
+                if (const int t = stats_->timeout_ms(); t >= 0) timeout = std::min(timeout, t);
+            }
+            int r = ::poll(fds.data(), fds.size(), timeout);
             if (r < 0 && errno != EINTR) {
                 say(std::string("poll failed: ") + std::strerror(errno));
                 begin_quick_stop();
@@ -261,8 +277,9 @@ class supervisor {
             if (r <= 0) continue;
             if (fds[0].revents & POLLIN) read_signals();
             if (fds[1].revents & POLLIN) drain(wake_pipe[0]);  // the next pass checks the wishes
-            for (std::size_t i = 2; i < fds.size(); ++i)
+            for (std::size_t i = 2; i < ready_end; ++i)
                 if (fds[i].revents) read_ready(fds[i].fd);
+            if (stats_) stats_->handle(fds, ready_end);
         }
     }
 
@@ -329,21 +346,28 @@ class supervisor {
             check_liveness(w, now);
             worker_slot& slot = board_->at(w.slot);
             if (const auto wish = slot.replacement.load(std::memory_order_acquire);
-                wish && !w.queued)
-                queue_replacement(w, wish - 1 == static_cast<std::uint32_t>(
-                                                     supervision::replacement_reason::stuck_request)
-                                         ? "stuck request: " + slot.replacement_detail()
-                                         : slot.replacement_detail());
+                wish && !w.queued) {
+                const bool stuck = wish - 1 == static_cast<std::uint32_t>(
+                                                   supervision::replacement_reason::stuck_request);
+                queue_replacement(
+                    w,
+                    stuck ? "stuck request: " + slot.replacement_detail()
+                          : slot.replacement_detail(),
+                    stuck ? restart_cause::stuck_request : restart_cause::max_requests);
+            }
             if (!w.queued && opts_.max_worker_lifetime.count() &&
                 now - w.started >= opts_.max_worker_lifetime)
                 queue_replacement(
-                    w, "up for " + seconds_text(now - w.started) + " (--max-worker-lifetime)");
+                    w, "up for " + seconds_text(now - w.started) + " (--max-worker-lifetime)",
+                    restart_cause::max_worker_lifetime);
             if (check_rss && !w.queued) {
                 const std::uint64_t rss = rss_bytes(w.pid);
                 if (rss > opts_.max_rss_mb * 1024 * 1024)
-                    queue_replacement(w, std::to_string(rss / (1024 * 1024)) +
-                                             " MB resident (--max-rss " +
-                                             std::to_string(opts_.max_rss_mb) + ")");
+                    queue_replacement(w,
+                                      std::to_string(rss / (1024 * 1024)) +
+                                          " MB resident (--max-rss " +
+                                          std::to_string(opts_.max_rss_mb) + ")",
+                                      restart_cause::max_rss);
             }
         }
         if (!reload_new_ && !replace_queue_.empty() && now >= retry_replacement_at_) reload_step();
@@ -378,11 +402,17 @@ class supervisor {
         }
     }
 
-    void queue_replacement(worker& w, const std::string& why) {
+    void queue_replacement(worker& w, const std::string& why, restart_cause cause) {
         if (w.queued || w.retiring) return;
         w.queued = true;
+        count_restart(cause);
         replace_queue_.push_back(w.pid);
         if (why != "reload") say("worker " + std::to_string(w.pid) + " to be replaced: " + why);
+    }
+
+    void count_restart(restart_cause cause) {
+        board_->header().restarts[static_cast<std::size_t>(cause)].fetch_add(
+            1, std::memory_order_relaxed);
     }
 
     std::size_t free_slot() const {
@@ -427,6 +457,13 @@ class supervisor {
         }
         if (pid == 0) worker_process(master_pid, slot, ready_pipe[0], ready_pipe[1]);
         ::close(ready_pipe[1]);
+        worker_slot& ws = board_->at(slot);
+        ws.pid.store(pid, std::memory_order_release);
+        ws.respawn_count.fetch_add(1, std::memory_order_relaxed);
+        ws.last_spawn.store(static_cast<std::int64_t>(::time(nullptr)), std::memory_order_relaxed);
+        auto& used = board_->header().slots_used;
+        if (used.load(std::memory_order_relaxed) < slot + 1)
+            used.store(slot + 1, std::memory_order_release);
         worker w;
         w.pid = pid;
         w.slot = slot;
@@ -467,8 +504,19 @@ class supervisor {
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
 
         ::close(wake_pipe[0]);
+        if (stats_) stats_->close_in_child();
         static slot_channel channel(board_->at(slot), wake_pipe[1]);
         supervision::install(&channel);
+        // What this worker serves is counted in its slot; its {"metrics": true} routes render
+        // the whole server from the scoreboard, as the master's stats listener does.
+        stats::use_table(&board_->at(slot).table);
+        static stats_sources exposition_sources;
+        exposition_sources.board = &*board_;
+        exposition_sources.io_threads = opts_.io_threads;
+        exposition_sources.server_pid = master_pid;
+        for (const auto& l : opts_.listeners)
+            exposition_sources.sockets.push_back({l.fd, l.address, l.protocol});
+        install_exposition(&exposition_sources);
         int code = 1;
         try {
             code = body_([write_end] {
@@ -499,6 +547,7 @@ class supervisor {
         if (n != 1) return;  // it closed the pipe without being ready: SIGCHLD follows
         it->ready = true;
         it->ready_at = clock::now();
+        board_->at(it->slot).accepting.store(1, std::memory_order_relaxed);
         booted_ = true;
         say("worker " + std::to_string(it->pid) + " ready");
         if (it->pid != reload_new_) notify_worker_counts();  // a replacement reports its end
@@ -577,7 +626,7 @@ class supervisor {
                 systemd::notify_reloading("replacing " + std::to_string(live_count()) +
                                           " workers one at a time");
                 for (auto& w : workers_)
-                    if (!w.retiring) queue_replacement(w, "reload");
+                    if (!w.retiring) queue_replacement(w, "reload", restart_cause::reload);
                 replacing_for_reload_ = true;
                 reload_step();
                 break;
@@ -659,11 +708,13 @@ class supervisor {
                   << w.ready << " " << w.retiring << " " << (w.kill_at ? to_ns(*w.kill_at) : 0)
                   << " " << w.ready_fd << ";";
         state << "booted " << booted_ << ";";
+        if (opts_.stats_fd >= 0) state << "stats " << opts_.stats_fd << ";";
         std::vector<int> kept;
         for (const auto& l : opts_.listeners) kept.push_back(l.fd);
         kept.push_back(board_->fd());
         kept.push_back(wake_pipe[0]);
         kept.push_back(wake_pipe[1]);
+        if (opts_.stats_fd >= 0) kept.push_back(opts_.stats_fd);
         for (const auto& w : workers_)
             if (w.ready_fd >= 0) kept.push_back(w.ready_fd);
         for (int fd : kept) set_cloexec(fd, false);
@@ -687,7 +738,7 @@ class supervisor {
         say(std::string("cannot re-execute the master: ") + std::strerror(e) +
             "; replacing the workers without reloading the master");
         for (auto& w : workers_)
-            if (!w.retiring) queue_replacement(w, "reload");
+            if (!w.retiring) queue_replacement(w, "reload", restart_cause::reload);
         replacing_for_reload_ = true;
         reload_step();
     }
@@ -776,6 +827,7 @@ class supervisor {
             auto q = std::find(replace_queue_.begin(), replace_queue_.end(), w.pid);
             if (q != replace_queue_.end()) replace_queue_.erase(q);
             on_exit(w, status);
+            board_->retire_slot(w.slot);
         }
     }
 
@@ -815,6 +867,9 @@ class supervisor {
             postpone_replacements();
             return;
         }
+        count_restart(w.abort_at         ? restart_cause::hung
+                      : w.boot_timed_out ? restart_cause::boot_timeout
+                                         : restart_cause::crash);
         const auto now = clock::now();
         if (now - w.started >= healthy_lifetime) backoff_ = backoff_initial;
         next_spawn_at_ = now + backoff_;
@@ -853,6 +908,7 @@ class supervisor {
     }
 
     void cleanup() {
+        stats_.reset();
         for (const auto& l : opts_.listeners) ::close(l.fd);
         for (const auto& path : opts_.unix_paths) ::unlink(path.c_str());
         if (pidfile_written_ && !opts_.pidfile.empty()) ::unlink(opts_.pidfile.c_str());
@@ -875,6 +931,7 @@ class supervisor {
     const worker_body& body_;
     std::size_t target_;
     std::optional<scoreboard> board_;
+    std::optional<stats_server> stats_;
     std::vector<worker> workers_;
     clock::time_point next_spawn_at_;
     clock::duration backoff_ = backoff_initial;
@@ -933,6 +990,8 @@ std::optional<inherited_state> take_inherited_state() {
             in >> st.wake_read_fd >> st.wake_write_fd;
         } else if (kind == "booted") {
             in >> st.booted;
+        } else if (kind == "stats") {
+            in >> st.stats_fd;
         }
         if (in.fail())
             throw std::runtime_error(std::string("malformed ") + state_env + ": " + record);

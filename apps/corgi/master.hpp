@@ -7,6 +7,7 @@
 #pragma once
 
 #include "scoreboard.hpp"
+#include "stats_server.hpp"
 
 #include <sys/types.h>
 
@@ -44,6 +45,7 @@ struct inherited_state {
     int wake_read_fd = -1, wake_write_fd = -1;  // the workers' "look at the scoreboard" pipe
     std::vector<worker> workers;
     bool booted = false;
+    int stats_fd = -1;  // the --stats listener, -1: none
 };
 
 // The state a re-executed master was given, read and removed from the environment (nullopt for
@@ -75,6 +77,9 @@ struct options {
     std::string cannot_spawn;
     // USR1: reopen the master's log files (the workers get USR1 too).
     std::function<void()> reopen_logs;
+    // --stats: a bound, listening socket the master serves the stats on (-1: none); --stats-http.
+    int stats_fd = -1;
+    bool stats_http = false;
 };
 
 // What a worker runs after fork (signals reset, master's descriptors closed, the scoreboard

@@ -26,6 +26,45 @@ void worker_slot::reset(std::uint64_t request_limit) noexcept {
     max_requests.store(request_limit, std::memory_order_relaxed);
     replacement.store(0, std::memory_order_relaxed);
     detail[0] = '\0';
+    pid.store(0, std::memory_order_relaxed);
+    accepting.store(0, std::memory_order_relaxed);
+    for (auto& t : io_tids) t.store(0, std::memory_order_relaxed);
+    table.clear();
+}
+
+const char* restart_cause_name(restart_cause c) noexcept {
+    switch (c) {
+        case restart_cause::crash:
+            return "crash";
+        case restart_cause::hung:
+            return "hung";
+        case restart_cause::boot_timeout:
+            return "boot_timeout";
+        case restart_cause::max_requests:
+            return "max_requests";
+        case restart_cause::stuck_request:
+            return "stuck_request";
+        case restart_cause::max_rss:
+            return "max_rss";
+        case restart_cause::max_worker_lifetime:
+            return "max_worker_lifetime";
+        case restart_cause::reload:
+            return "reload";
+        case restart_cause::count:
+            break;
+    }
+    return "unknown";
+}
+
+void scoreboard::retire_slot(std::size_t i) noexcept {
+    worker_slot& slot = slots_[i];
+    if (slot.pid.load(std::memory_order_relaxed) == 0) return;
+    header_->fold_sequence.fetch_add(1, std::memory_order_acq_rel);  // odd: folding
+    header_->retired.add(slot.table);
+    header_->requests_lost.fetch_add(slot.in_flight.load(std::memory_order_relaxed),
+                                     std::memory_order_relaxed);
+    slot.pid.store(0, std::memory_order_release);
+    header_->fold_sequence.fetch_add(1, std::memory_order_acq_rel);  // even: done
 }
 
 std::string worker_slot::replacement_detail() const {
@@ -33,7 +72,10 @@ std::string worker_slot::replacement_detail() const {
 }
 
 namespace {
-std::size_t bytes_for(std::size_t slots) { return slots * sizeof(worker_slot); }
+// The header, then the slots (page-aligned, so that a slot's figures never share a page with the
+// master's).
+constexpr std::size_t header_bytes = (sizeof(board_header) + 4095) / 4096 * 4096;
+std::size_t bytes_for(std::size_t slots) { return header_bytes + slots * sizeof(worker_slot); }
 }  // namespace
 
 scoreboard::scoreboard(std::size_t slots) : count_(slots) {
@@ -50,24 +92,30 @@ scoreboard::scoreboard(std::size_t slots) : count_(slots) {
         ::close(fd_);
         throw std::system_error(e, std::generic_category(), "mmap of the scoreboard");
     }
-    slots_ = static_cast<worker_slot*>(p);  // zero-filled: every atomic starts at 0
+    // Zero-filled: every atomic starts at 0.
+    header_ = static_cast<board_header*>(p);
+    slots_ = reinterpret_cast<worker_slot*>(static_cast<char*>(p) + header_bytes);
+    header_->started.store(static_cast<std::int64_t>(::time(nullptr)), std::memory_order_relaxed);
 }
 
 scoreboard::scoreboard(int inherited_fd, std::size_t slots) : fd_(inherited_fd), count_(slots) {
     void* p = ::mmap(nullptr, bytes_for(slots), PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
     if (p == MAP_FAILED)
         throw std::system_error(errno, std::generic_category(), "mmap of the inherited scoreboard");
-    slots_ = static_cast<worker_slot*>(p);
+    header_ = static_cast<board_header*>(p);
+    slots_ = reinterpret_cast<worker_slot*>(static_cast<char*>(p) + header_bytes);
 }
 
 scoreboard::~scoreboard() {
-    if (slots_) ::munmap(slots_, bytes_for(count_));
+    if (header_) ::munmap(header_, bytes_for(count_));
     if (fd_ >= 0) ::close(fd_);
 }
 
 void slot_channel::heartbeat(std::size_t index) noexcept {
     const std::size_t i = std::min(index, worker_slot::max_heartbeats - 1);
     slot_.heartbeat_ns[i].store(monotonic_ns(), std::memory_order_relaxed);
+    thread_local const std::int32_t tid = static_cast<std::int32_t>(::gettid());
+    slot_.io_tids[i].store(tid, std::memory_order_relaxed);
 }
 
 void slot_channel::request_started() noexcept {

@@ -1,5 +1,6 @@
 #include <corgi/core/completion.hpp>
 #include <corgi/core/log.hpp>
+#include <corgi/core/stats.hpp>
 
 #include <cctype>
 #include <random>
@@ -55,6 +56,7 @@ void request_done(const request& req, const request_outcome& outcome) noexcept {
                               ? std::chrono::nanoseconds(0)
                               : std::chrono::steady_clock::now() - started;
     log::access(req, outcome, duration);
+    stats::record(req, outcome, duration);
     for (const auto& observer : observers()) observer(req, outcome, duration);
 }
 

@@ -46,14 +46,14 @@ std::string quoted_list(std::initializer_list<std::string_view> names) {
     return s;
 }
 
-constexpr std::string_view rule_keys[] = {"rule",    "endpoint", "methods",  "strict_slashes",
+constexpr std::string_view rule_keys[] = {"rule",    "endpoint", "methods", "strict_slashes",
                                           "return",  "echo",     "redirect", "static",
-                                          "handler", "wsgi",     "timeout"};
+                                          "handler", "wsgi",     "metrics", "timeout"};
 constexpr std::string_view mount_keys[] = {"mount",   "endpoint", "wsgi",   "static",
                                            "handler", "echo",     "return", "timeout"};
 constexpr std::string_view submount_keys[] = {"submount", "routes"};
-constexpr std::string_view rule_targets[] = {"return", "echo",    "redirect",
-                                             "static", "handler", "wsgi"};
+constexpr std::string_view rule_targets[] = {"return",  "echo", "redirect", "static",
+                                             "handler", "wsgi", "metrics"};
 constexpr std::string_view mount_targets[] = {"wsgi", "static", "handler", "echo", "return"};
 
 template <std::size_t N>
@@ -270,6 +270,10 @@ class compiler {
             return echo_target();
         }
         if (found == "redirect") return redirect_spec(v, tp);
+        if (found == "metrics") {
+            if (!v.is_boolean() || !v.get<bool>()) throw config_error(tp, "must be true");
+            return metrics_target();
+        }
         if (found == "static") {
             if (!v.is_string() || v.get_ref<const std::string&>().empty()) {
                 throw config_error(tp, "must be the path of a directory or file");

@@ -647,6 +647,12 @@ void server::stop() noexcept {
     });
 }
 
+std::vector<int> server::listener_fds() const {
+    std::vector<int> fds;
+    for (const auto& l : listeners_) fds.push_back(l->acceptor.native_handle());
+    return fds;
+}
+
 void server::close_idle_and_wait(std::size_t slot_index) {
     // An idle connection whose next request has already arrived (a fresh connection not read
     // yet, a pipelined request) is served with `Connection: close` rather than reset: closing a

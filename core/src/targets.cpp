@@ -3,6 +3,7 @@
 // and `echo`.
 #include <corgi/core/http_error.hpp>
 #include <corgi/core/route_config.hpp>
+#include <corgi/core/stats.hpp>
 
 #include "targets_detail.hpp"
 #include "url_map_detail.hpp"
@@ -489,5 +490,15 @@ handler static_target(std::string root) {
 }
 
 handler echo_target() { return answer_echo; }
+
+handler metrics_target() {
+    return [](request&) -> task<response> {
+        response r(200);
+        r.headers.add("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+        r.headers.add("Cache-Control", "no-store");
+        r.body = stats::exposition();
+        co_return r;
+    };
+}
 
 }  // namespace corgi

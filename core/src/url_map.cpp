@@ -6,6 +6,7 @@
 // here the next candidate rule is tried instead).
 #include <corgi/core/http_error.hpp>
 #include <corgi/core/log.hpp>
+#include <corgi/core/stats.hpp>
 #include <corgi/core/supervision.hpp>
 #include <corgi/core/url_map.hpp>
 
@@ -1247,8 +1248,14 @@ std::string join_allow(const std::vector<std::string>& allow) {
 // Counts the request for the supervising master (in flight while the handler runs, then one more
 // served), whatever way the coroutine ends.
 struct supervised_request {
-    supervised_request() noexcept { supervision::request_started(); }
-    ~supervised_request() { supervision::request_finished(); }
+    supervised_request() noexcept {
+        supervision::request_started();
+        stats::request_started();
+    }
+    ~supervised_request() {
+        stats::request_finished();
+        supervision::request_finished();
+    }
     supervised_request(const supervised_request&) = delete;
     supervised_request& operator=(const supervised_request&) = delete;
 };

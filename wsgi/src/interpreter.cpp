@@ -13,6 +13,7 @@
 #include "wsgi_types.hpp"
 
 #include <corgi/core/log.hpp>
+#include <corgi/core/stats.hpp>
 #include <corgi/wsgi/wsgi.hpp>
 
 #include <unistd.h>
@@ -240,6 +241,9 @@ void start_lanes() {
     for (std::size_t i = 0; i < rt->settings.threads; ++i) {
         rt->lanes.push_back(std::make_unique<lane>(i, rt->settings.fibers, stack_bytes));
     }
+    stats::current().lanes.store(rt->settings.threads, std::memory_order_relaxed);
+    stats::current().fiber_capacity.store(rt->settings.threads * rt->settings.fibers,
+                                          std::memory_order_relaxed);
     init_deadlines();                       // before any request can time out
     rt->main_tstate = PyEval_SaveThread();  // the lanes take the GIL in turn from now on
     for (auto& l : rt->lanes) l->start();

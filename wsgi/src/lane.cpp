@@ -7,6 +7,7 @@
 #include "asyncio_bridge.hpp"
 
 #include <corgi/core/log.hpp>
+#include <corgi/core/stats.hpp>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/post.hpp>
@@ -140,7 +141,15 @@ void lane::run() {
 
 void lane::ensure_gil() noexcept {
     if (!has_gil_) {
+        // The wait for the GIL (other lanes, the watchdog, threads the app started) is a figure
+        // of its own: corgi_gil_wait_seconds_total.
+        const auto asked = std::chrono::steady_clock::now();
         PyEval_RestoreThread(tstate_);
+        const auto waited = std::chrono::steady_clock::now() - asked;
+        stats::current().gil_wait_ns.fetch_add(
+            static_cast<std::uint64_t>(
+                std::chrono::duration_cast<std::chrono::nanoseconds>(waited).count()),
+            std::memory_order_relaxed);
         has_gil_ = true;
     }
 }
@@ -253,6 +262,7 @@ void lane::start_call(call* c) {
     f->job = c;
     c->runner = f;
     c->started.store(true, std::memory_order_release);
+    stats::current().fibers_busy.fetch_add(1, std::memory_order_relaxed);
     run_fiber(*f);
 }
 
@@ -279,6 +289,7 @@ void lane::run_fiber(fiber& f) {
         if (f.job) return;  // waiting for something
         if (backlog_.empty() || stopping_) {
             idle_.push_back(&f);
+            stats::current().fibers_busy.fetch_sub(1, std::memory_order_relaxed);
             return;
         }
         call* next = backlog_.front();

@@ -38,5 +38,8 @@ handler redirect_target(std::string location, int status = 308);
 handler static_target(std::string root);
 // Answers {"endpoint", "args", "method", "path", "query", "headers"} as JSON.
 handler echo_target();
+// Answers the Prometheus text exposition of stats::exposition() ({"metrics": true}): the whole
+// server under the corgi binary, this process otherwise.
+handler metrics_target();
 
 }  // namespace corgi

@@ -204,6 +204,9 @@ class server {
     // bind_listener), which the server then owns and closes; a unix socket's file is left where it
     // is. Returns the address it is bound to. Throws std::system_error if fd is not listening.
     listen_address adopt(int fd, protocol proto);
+    // The listening sockets, in the order they were added (for their accept queues in the
+    // stats); valid until run() returns.
+    std::vector<int> listener_fds() const;
 
     // Runs the io threads until shutdown; returns when every connection has ended.
     void run();
