@@ -5,6 +5,7 @@ bounded, so a hung server fails a test instead of hanging the run."""
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +32,20 @@ def corgi_binary():
     if not path or not os.access(path, os.X_OK):
         pytest.fail("CORGI_BINARY is not set to the corgi executable (run through ctest)")
     return path
+
+
+def require_tools(*names):
+    """{name: path} of external test tools (Debian's prometheus, chromium, ...; `scripts/install-deps.sh --test`).
+    A missing one skips the test, saying which, unless CI is set: there it fails the test."""
+    found = {n: shutil.which(n) for n in names}
+    missing = [n for n, p in found.items() if not p]
+    if missing:
+        why = f"{', '.join(missing)} not installed (scripts/install-deps.sh --test installs it)"
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"{why}; CI is set, so this is a failure")
+        print(f"skipping: {why}")
+        pytest.skip(why)
+    return found
 
 
 class Server:
