@@ -14,6 +14,7 @@ run: build
 	  --mount /flask=examples/flask_app.py:app --mount /async=examples/wsgi_async_resources.py
 
 test: build
+	@scripts/install-deps.sh --test
 	cd $(BUILD) && ctest --output-on-failure $(CTEST_FLAGS)
 
 deps:
@@ -25,6 +26,7 @@ build: deps
 
 # clang + AddressSanitizer + UndefinedBehaviorSanitizer (fibers switch through ucontext so ASan follows them).
 test-sanitize: deps
+	@scripts/install-deps.sh --test
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
 	  -DCORGI_SANITIZE=ON -DCORGI_BUILD_FUZZERS=ON $(CMAKE_FLAGS)
 	cmake --build build-asan -j$(JOBS)

@@ -5,6 +5,7 @@ bounded, so a hung server fails a test instead of hanging the run."""
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +32,20 @@ def corgi_binary():
     if not path or not os.access(path, os.X_OK):
         pytest.fail("CORGI_BINARY is not set to the corgi executable (run through ctest)")
     return path
+
+
+def require_tools(*names):
+    """{name: path} of external test tools (Debian's prometheus, chromium, ...; `scripts/install-deps.sh --test`).
+    A missing one skips the test, saying which, unless CI is set: there it fails the test."""
+    found = {n: shutil.which(n) for n in names}
+    missing = [n for n, p in found.items() if not p]
+    if missing:
+        why = f"{', '.join(missing)} not installed (scripts/install-deps.sh --test installs it)"
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"{why}; CI is set, so this is a failure")
+        print(f"skipping: {why}")
+        pytest.skip(why)
+    return found
 
 
 class Server:
@@ -166,6 +181,86 @@ class Launcher:
             srv.kill()
         for tmp in self.tmpdirs:
             tmp.cleanup()
+
+
+def free_port():
+    """A TCP port of 127.0.0.1 free a moment ago, for a listener whose port a test must choose itself."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port, path, headers=None, timeout=10.0):
+    """(status, headers as a lowercase dict, body bytes) of one GET on a connection of its own."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def proc_start_time(pid):
+    """The start time of a live process in clock ticks (tells a reused pid apart), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+class StatsClient:
+    """corgi's stats listener (`--stats 127.0.0.1:PORT --stats-http`) on a port chosen beforehand. Remembers every
+    worker pid it saw, so that end() can kill by PID whatever survived the master (`Launcher.close` ends the
+    master only)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.seen = {}  # worker pid -> start time
+
+    def flags(self):
+        return ["--stats", f"127.0.0.1:{self.port}", "--stats-http"]
+
+    def json(self, timeout=10.0):
+        import json
+
+        status, headers, body = http_get(self.port, "/", timeout=timeout)
+        assert status == 200, (status, body[:500])
+        doc = json.loads(body)
+        for w in doc.get("workers", []):
+            if w.get("pid") and w["pid"] not in self.seen:
+                self.seen[w["pid"]] = proc_start_time(w["pid"])
+        return doc
+
+    def wait_workers(self, n, timeout=30.0, exclude=()):
+        """The stats document once it lists n workers with live pids, none of them in `exclude`."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                doc = self.json(timeout=2.0)
+            except (OSError, AssertionError, ValueError) as e:
+                last = e
+            else:
+                last = doc.get("workers")
+                pids = [w.get("pid") for w in doc.get("workers", [])]
+                if len(pids) == n and all(pids) and not set(pids) & set(exclude) and all(
+                    proc_start_time(p) for p in pids
+                ):
+                    return doc
+            time.sleep(0.05)
+        pytest.fail(f"the stats listener did not list {n} live workers within {timeout} s (last: {last!r})")
+
+    def end(self):
+        for pid, start in self.seen.items():
+            if start is not None and proc_start_time(pid) == start:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 def python_app(*args):
