@@ -1,9 +1,6 @@
 #include "stats_server.hpp"
 
-#if __has_include("status_page.hpp")
 #include "status_page.hpp"
-#define CORGI_HAS_STATUS_PAGE 1
-#endif
 
 #include <nlohmann/json.hpp>
 
@@ -292,11 +289,9 @@ void stats_server::respond(connection& c) {
     } else if (path == "/metrics") {
         type = "text/plain; version=0.0.4; charset=utf-8";
         body = render_stats(sources_, stats_format::prometheus);
-#ifdef CORGI_HAS_STATUS_PAGE
     } else if (path == "/_corgi/status" || path == "/status") {
         type = "text/html; charset=utf-8";
         body = std::string(status_page_html());
-#endif
     } else {
         status = 404;
         type = "text/plain; charset=utf-8";
