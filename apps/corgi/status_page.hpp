@@ -1,5 +1,6 @@
-// The live status page (status_page.html, a plain HTML page with an inline script that polls the stats
-// JSON), embedded into the binary at build time; the stats HTTP listener serves it at /_corgi/status.
+// The live status page (status_page.html, a plain HTML page with an inline script that polls the
+// stats JSON), embedded into the binary at build time; the stats HTTP listener serves it at
+// /_corgi/status.
 #pragma once
 
 #include <string_view>

@@ -46,9 +46,9 @@ std::string quoted_list(std::initializer_list<std::string_view> names) {
     return s;
 }
 
-constexpr std::string_view rule_keys[] = {"rule",    "endpoint", "methods", "strict_slashes",
+constexpr std::string_view rule_keys[] = {"rule",    "endpoint", "methods",  "strict_slashes",
                                           "return",  "echo",     "redirect", "static",
-                                          "handler", "wsgi",     "metrics", "timeout"};
+                                          "handler", "wsgi",     "metrics",  "timeout"};
 constexpr std::string_view mount_keys[] = {"mount",   "endpoint", "wsgi",   "static",
                                            "handler", "echo",     "return", "timeout"};
 constexpr std::string_view submount_keys[] = {"submount", "routes"};

@@ -88,9 +88,9 @@ struct config {
     python_settings python;
     process_settings processes;
     bool access_log = true;
-    std::string access_log_format = "common";         // common, combined, json or a {template}
-    std::string access_log_file;                      // "" : stdout
-    std::string error_log_file;                       // "" : stderr
+    std::string access_log_format = "common";  // common, combined, json or a {template}
+    std::string access_log_file;               // "" : stdout
+    std::string error_log_file;                // "" : stderr
     stats_settings stats;
     nlohmann::json routes = nlohmann::json::array();  // compiled by compile_routes()
 };
