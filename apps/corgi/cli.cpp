@@ -1,42 +1,35 @@
-// Flag parsing. Flags mirror uWSGI and Gunicorn where they overlap (--http, --socket, --wsgi,
-// --threads ...).
+// The corgi command line over the settings schema: files (--config JSON, --ini uWSGI), then
+// CORGI_* variables, then flags, so flags win over the environment and the environment over files.
+// Flags mirror uWSGI and Gunicorn where they mean the same (--http, --socket, -w, -b, --timeout).
 #include "cli.hpp"
 
-#include <corgi/core/log.hpp>
+#include "ini_file.hpp"
 
-#include <charconv>
-#include <cmath>
-#include <functional>
-#include <map>
+#include <corgi/core/settings.hpp>
+
+#include <cstdlib>
+#include <set>
 
 namespace corgi::cli {
 
 namespace {
 
-std::uint64_t parse_count(const std::string& flag, const std::string& value) {
-    std::uint64_t n = 0;
-    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
-    if (value.empty() || ec != std::errc() || end != value.data() + value.size())
-        throw usage_error(flag + " expects a non-negative integer, got '" + value + "'");
-    return n;
-}
+// CORGI_* variables that are not settings: the files to read, the master's re-exec state and
+// the build's and test suite's own (CORGI_TEST_* too).
+const std::set<std::string, std::less<>> not_settings = {
+    "CORGI_CONFIG", "CORGI_INI",        "CORGI_MASTER_STATE", "CORGI_CHECK_CONFIG",
+    "CORGI_BINARY", "CORGI_SOURCE_DIR", "CORGI_PYTHON",       "CORGI_HELLO_WORLD"};
 
-std::chrono::milliseconds parse_seconds(const std::string& flag, const std::string& value) {
-    double s = 0;
-    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), s);
-    if (value.empty() || ec != std::errc() || end != value.data() + value.size() || s < 0 ||
-        !std::isfinite(s))
-        throw usage_error(flag + " expects seconds (a non-negative number), got '" + value + "'");
-    return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(s * 1000)));
-}
+struct given_flag {
+    const setting* s;
+    std::string flag;
+    std::string value;
+};
 
-listen_address parse_address(const std::string& flag, const std::string& value) {
-    try {
-        return listen_address::parse(value);
-    } catch (const std::invalid_argument& e) {
-        throw usage_error(flag + ": " + e.what());
-    }
-}
+struct given_file {
+    bool ini;
+    std::string path;
+};
 
 }  // namespace
 
@@ -48,9 +41,8 @@ listeners (repeatable; ADDR is host:port, :port, [::1]:port or unix:/path):
   --http ADDR              HTTP/1.1                  --socket ADDR         uwsgi protocol (nginx uwsgi_pass)
   --fastcgi-socket ADDR    FastCGI (fastcgi_pass)    --scgi-socket ADDR    SCGI (scgi_pass)
   --chmod-socket MODE      mode of unix sockets, e.g. 660
-configuration:
-  --config FILE.json       settings and routes (flags given after it override it;
-                           listener flags replace its `listen`)
+configuration (flags > CORGI_* variables > files; every setting: docs/configuration.md):
+  --config FILE.json  --ini FILE.ini[:SECTION] (uWSGI)  --print-config (effective, JSON)  --check-config
   --io-threads N           threads for connections and C++ handlers (default: cores)
 python (WSGI):
   --wsgi MODULE[:CALLABLE] app mounted at /      --wsgi-file PATH.py   app from a file, mounted at /
@@ -77,244 +69,29 @@ processes (a master binding the listeners, pre-forked workers inheriting them; s
   signals: HUP reload config and code, TERM/INT graceful stop, QUIT stop now, TTIN/TTOU +/-1 worker, USR1 reopen logs
 logs: --access-log FILE (stdout)  --error-log FILE (stderr)  --disable-logging (no access log)
   --access-log-format common|combined|json|'{template}'  --forwarded-allow-ips LIST (127.0.0.1,::1; X-Request-Id)
+  --log-level debug|info|warning|error|critical (info)  --error-log-format text|json
 stats: --stats ADDR (JSON per connection, uWSGI's fields)  --stats-http (HTTP: JSON, /metrics, /_corgi/status)
-other: --check-config (check the configuration and the URL map, exit 0 or 2)  --help  --version
-systemd (docs/deploy.md): NOTIFY_SOCKET (Type=notify, WATCHDOG_USEC); LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES
-  (socket activation: fds 3... replace the listeners; protocol: the fd's name, the listener at its address, http)
+Gunicorn's command line: corgi -w 4 -b 127.0.0.1:8000 --timeout 30 --access-logfile - app:app   --help --version
+systemd (docs/deploy.md): NOTIFY_SOCKET, WATCHDOG_USEC; socket activation: LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES
 )";
 }
 
-options parse(const std::vector<std::string>& args) {
+options parse(const std::vector<std::string>& args, char** environment) {
     options o;
+    settings_schema schema;
+    add_core_settings(schema, o.cfg);
+#ifdef CORGI_WITH_WSGI
+    wsgi::add_python_settings(schema, o.cfg.python);
+#endif
+
     std::size_t i = 0;
     if (i < args.size() && (args[i] == "serve" || args[i] == "routes")) {
         o.cmd = args[i] == "routes" ? command::routes : command::serve;
         ++i;
     }
-    auto& cfg = o.cfg;
-    using setter = std::function<void(const std::string& flag, const std::string& value)>;
-    // Listener flags replace the config file's `listen` list as a whole (whatever their order), so
-    // `--config prod.json --http 127.0.0.1:9000` serves only on 9000.
-    std::vector<listen_entry> flag_listeners;
-    auto listener = [&](const char* proto) {
-        return [&flag_listeners, proto](const std::string& f, const std::string& v) {
-            flag_listeners.push_back({proto, parse_address(f, v)});
-        };
-    };
-    auto workers = [&](const std::string& f, const std::string& v) {
-        cfg.processes.workers = parse_count(f, v);
-        if (cfg.processes.workers == 0 || cfg.processes.workers > process_settings::max_workers)
-            throw usage_error(f + " must be between 1 and " +
-                              std::to_string(process_settings::max_workers));
-    };
-    const std::map<std::string, setter, std::less<>> with_value = {
-        {"--http", listener("http")},
-        {"--http-socket", listener("http")},
-        {"--socket", listener("uwsgi")},
-        {"--uwsgi-socket", listener("uwsgi")},
-        {"--fastcgi-socket", listener("fastcgi")},
-        {"--scgi-socket", listener("scgi")},
-        {"--config",
-         [&](const std::string&, const std::string& v) {
-             o.config_files.push_back(v);
-             apply_config(cfg, read_json_file(v));
-         }},
-        // The process model (Gunicorn's names, and uWSGI's --processes).
-        {"--processes", workers},
-        {"--workers", workers},
-        {"-w", workers},
-        {"--pidfile",
-         [&](const std::string& f, const std::string& v) {
-             if (v.empty()) throw usage_error(f + " expects a file path");
-             cfg.processes.pidfile = v;
-         }},
-        {"--boot-timeout",
-         [&](const std::string& f, const std::string& v) {
-             cfg.processes.boot_timeout = parse_seconds(f, v);
-             if (cfg.processes.boot_timeout.count() == 0)
-                 throw usage_error(f + " must be more than 0 seconds");
-         }},
-        {"--worker-timeout",
-         [&](const std::string& f, const std::string& v) {
-             cfg.processes.worker_timeout = parse_seconds(f, v);
-         }},
-        {"--max-requests",
-         [&](const std::string& f, const std::string& v) {
-             cfg.processes.max_requests = parse_count(f, v);
-         }},
-        {"--max-requests-jitter",
-         [&](const std::string& f, const std::string& v) {
-             cfg.processes.max_requests_jitter = parse_count(f, v);
-         }},
-        {"--max-rss",
-         [&](const std::string& f, const std::string& v) {
-             cfg.processes.max_rss_mb = parse_count(f, v);
-             if (cfg.processes.max_rss_mb > 1024 * 1024)
-                 throw usage_error(f + " is in MB: at most 1048576");
-         }},
-        {"--max-worker-lifetime",
-         [&](const std::string& f, const std::string& v) {
-             cfg.processes.max_worker_lifetime = parse_seconds(f, v);
-         }},
-        {"--access-log-format",
-         [&](const std::string& f, const std::string& v) {
-             try {
-                 log::validate_access_log_format(v);
-             } catch (const std::invalid_argument& e) {
-                 throw usage_error(f + ": " + e.what());
-             }
-             cfg.access_log_format = v;
-         }},
-        {"--forwarded-allow-ips",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.forwarded_allow_ips = peer_trust::split(v);
-             try {
-                 peer_trust check(cfg.server.forwarded_allow_ips);
-             } catch (const std::invalid_argument& e) {
-                 throw usage_error(f + ": " + e.what());
-             }
-         }},
-        {"--access-log",
-         [&](const std::string& f, const std::string& v) {
-             if (v.empty()) throw usage_error(f + " expects a file path");
-             cfg.access_log_file = v == "-" ? "" : v;
-         }},
-        {"--error-log",
-         [&](const std::string& f, const std::string& v) {
-             if (v.empty()) throw usage_error(f + " expects a file path");
-             cfg.error_log_file = v == "-" ? "" : v;
-         }},
-        {"--io-threads",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.io_threads = parse_count(f, v);
-             if (cfg.server.io_threads == 0) throw usage_error(f + " must be at least 1");
-         }},
-        {"--threads",
-         [&](const std::string& f, const std::string& v) {
-             cfg.python.threads = parse_count(f, v);
-             if (cfg.python.threads == 0) throw usage_error(f + " must be at least 1");
-         }},
-        {"--fibers",
-         [&](const std::string& f, const std::string& v) {
-             cfg.python.fibers = parse_count(f, v);
-             if (cfg.python.fibers == 0) throw usage_error(f + " must be at least 1");
-         }},
-        {"--fiber-stack-kib",
-         [&](const std::string& f, const std::string& v) {
-             cfg.python.fiber_stack_kib = parse_count(f, v);
-         }},
-        {"--wsgi", [&](const std::string&, const std::string& v) { cfg.python.wsgi = v; }},
-        {"--module", [&](const std::string&, const std::string& v) { cfg.python.wsgi = v; }},
-        {"--wsgi-file",
-         [&](const std::string&, const std::string& v) { cfg.python.wsgi_file = v; }},
-        {"--callable", [&](const std::string&, const std::string& v) { cfg.python.callable = v; }},
-        {"--mount",
-         [&](const std::string& f, const std::string& v) {
-             auto eq = v.find('=');
-             if (eq == std::string::npos || eq == 0 || v[0] != '/' || eq + 1 == v.size())
-                 throw usage_error(
-                     f + " expects /PREFIX=MODULE[:CALLABLE] or /PREFIX=PATH.py, got '" + v + "'");
-             cfg.python.mounts.emplace_back(v.substr(0, eq), v.substr(eq + 1));
-         }},
-        {"--pythonpath",
-         [&](const std::string&, const std::string& v) { cfg.python.pythonpath.push_back(v); }},
-        {"--chdir", [&](const std::string&, const std::string& v) { cfg.python.chdir = v; }},
-        {"--chmod-socket",
-         [&](const std::string& f, const std::string& v) {
-             try {
-                 cfg.server.unix_socket_mode = parse_socket_mode(v, "");
-             } catch (const config_error&) {
-                 throw usage_error(f + " expects an octal mode such as 660, got '" + v + "'");
-             }
-         }},
-        {"--max-header-bytes",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.max_header_bytes = parse_count(f, v);
-             if (cfg.server.limits.max_header_bytes < 1024)
-                 throw usage_error(f + " must be at least 1024");
-         }},
-        {"--max-body-bytes",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.max_body_bytes = parse_count(f, v);
-         }},
-        {"--max-connections",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.max_connections = parse_count(f, v);
-             if (cfg.server.limits.max_connections == 0)
-                 throw usage_error(f + " must be at least 1");
-         }},
-        {"--max-requests-per-connection",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.max_requests_per_connection = parse_count(f, v);
-         }},
-        {"--header-timeout",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.header_timeout = parse_seconds(f, v);
-         }},
-        {"--body-timeout",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.body_timeout = parse_seconds(f, v);
-         }},
-        {"--keep-alive-timeout",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.idle_timeout = parse_seconds(f, v);
-         }},
-        {"--write-timeout",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.write_timeout = parse_seconds(f, v);
-         }},
-        {"--graceful-timeout",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.graceful_timeout = parse_seconds(f, v);
-         }},
-        // Gunicorn's request limits (same bounds: 0 is unlimited) and nginx's lingering close.
-        {"--limit-request-line",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.limit_request_line = parse_count(f, v);
-             if (cfg.server.limits.limit_request_line > 8190)
-                 throw usage_error(f + " must be between 0 (unlimited) and 8190");
-         }},
-        {"--limit-request-fields",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.limit_request_fields = parse_count(f, v);
-             if (cfg.server.limits.limit_request_fields > 32768)
-                 throw usage_error(f + " must be between 0 (unlimited) and 32768");
-         }},
-        {"--limit-request-field-size",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.limit_request_field_size = parse_count(f, v);
-             if (cfg.server.limits.limit_request_field_size > 64 * 1024 * 1024)
-                 throw usage_error(f + " must be between 0 (unlimited) and 67108864");
-         }},
-        {"--lingering-time",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.lingering_time = parse_seconds(f, v);
-         }},
-        {"--lingering-timeout",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.lingering_timeout = parse_seconds(f, v);
-         }},
-        // uWSGI's --harakiri (Gunicorn has --timeout, but it kills the worker): a deadline that
-        // fails one request.
-        {"--harakiri",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.harakiri = parse_seconds(f, v);
-         }},
-        {"--timeout-request",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.harakiri = parse_seconds(f, v);
-         }},
-        {"--harakiri-grace",
-         [&](const std::string& f, const std::string& v) {
-             cfg.server.limits.harakiri_grace = parse_seconds(f, v);
-         }},
-        {"--stats",
-         [&](const std::string& f, const std::string& v) {
-             cfg.stats.address = parse_address(f, v);
-         }},
-        {"--match", [&](const std::string&, const std::string& v) { o.match = v; }},
-        {"--build", [&](const std::string&, const std::string& v) { o.build = v; }},
-    };
+    std::vector<given_flag> flags;
+    std::vector<given_file> files;
+    std::string app_module;  // Gunicorn's positional APP_MODULE
     for (; i < args.size(); ++i) {
         std::string flag = args[i];
         if (flag == "--help" || flag == "-h") {
@@ -325,32 +102,19 @@ options parse(const std::vector<std::string>& args) {
             o.cmd = command::version;
             return o;
         }
-        if (flag == "--disable-logging") {
-            cfg.access_log = false;
-            continue;
-        }
-        if (flag == "--master") {
-            if (cfg.processes.workers == 0) cfg.processes.workers = 1;
-            continue;
-        }
-        if (flag == "--preload") {
-            cfg.processes.preload = true;
-            continue;
-        }
-        if (flag == "--stats-http") {
-            cfg.stats.http = true;
-            continue;
-        }
         if (flag == "--check-config") {
             o.cmd = command::check_config;
             continue;
         }
-        if (flag == "--lazy-apps") {
-            cfg.processes.preload = false;
+        if (flag == "--print-config") {
+            o.cmd = command::print_config;
             continue;
         }
-        if (flag == "--no-async-views-hook") {
-            cfg.python.async_views_hook = false;
+        if (flag.empty() || flag[0] != '-') {
+            if (!app_module.empty())
+                throw usage_error("unexpected argument '" + flag + "' (one APP_MODULE, given '" +
+                                  app_module + "')");
+            app_module = flag;
             continue;
         }
         std::string value;
@@ -360,18 +124,83 @@ options parse(const std::vector<std::string>& args) {
             flag = flag.substr(0, eq);
             has_value = true;
         }
-        auto it = with_value.find(flag);
-        if (it == with_value.end())
-            throw usage_error("unknown option '" + flag + "' (see corgi --help)");
-        if (!has_value) {
+        auto take_value = [&] {
+            if (has_value) return;
             if (i + 1 >= args.size()) throw usage_error(flag + " needs a value");
             value = args[++i];
+        };
+        if (flag == "--config" || flag == "--ini" || flag == "-c") {
+            take_value();
+            bool ini =
+                flag == "--ini" || value.ends_with(".ini") || value.find(".ini:") != value.npos;
+            if (flag == "-c" && value.ends_with(".py"))
+                throw usage_error("-c " + value +
+                                  ": Gunicorn's Python config files are not read; give the same "
+                                  "settings as flags, a JSON file (--config) or an ini (--ini)");
+            files.push_back({ini, value});
+            if (!ini) o.config_files.push_back(value);
+            continue;
         }
-        if ((flag == "--match" || flag == "--build") && o.cmd != command::routes)
-            throw usage_error(flag + " belongs to 'corgi routes'");
-        it->second(flag, value);
+        if (flag == "--match" || flag == "--build") {
+            take_value();
+            if (o.cmd != command::routes) throw usage_error(flag + " belongs to 'corgi routes'");
+            (flag == "--match" ? o.match : o.build) = value;
+            continue;
+        }
+        if (flag == "-k" || flag == "--worker-class" || flag == "-n" || flag == "--name") {
+            // Gunicorn's worker class and process name have no meaning here: each worker serves
+            // C++ on io threads and Python on fiber lanes.
+            take_value();
+            o.warnings.push_back(flag + " " + value + " ignored: corgi's workers are its own kind");
+            continue;
+        }
+        const setting* s = schema.find_flag(flag);
+        if (!s && flag.starts_with("--no-")) {  // --no-FLAG: a boolean set to false
+            s = schema.find_flag("--" + flag.substr(5));
+            if (s && s->type == setting_type::boolean && !has_value) {
+                flags.push_back({s, flag, "false"});
+                continue;
+            }
+            s = nullptr;
+        }
+        if (!s) throw usage_error("unknown option '" + flag + "' (see corgi --help)");
+        if (s->type == setting_type::boolean) {
+            flags.push_back({s, flag, has_value ? value : "true"});
+            continue;
+        }
+        take_value();
+        flags.push_back({s, flag, value});
     }
-    if (!flag_listeners.empty()) cfg.listen = std::move(flag_listeners);
+
+    // Files first (in order), then the environment, then flags.
+    if (files.empty()) {
+        if (const char* path = std::getenv("CORGI_CONFIG"); path && *path)
+            files.push_back({false, path});
+        if (const char* path = std::getenv("CORGI_INI"); path && *path)
+            files.push_back({true, path});
+        for (const auto& f : files)
+            if (!f.ini) o.config_files.push_back(f.path);
+    }
+    for (const auto& f : files) {
+        if (f.ini)
+            read_ini_file(schema, f.path, o.warnings);
+        else
+            schema.apply_document(read_json_file(f.path), f.path);
+    }
+    schema.apply_environment(environment, [&](const std::string& name) {
+        if (!not_settings.contains(name) && !name.starts_with("CORGI_TEST_"))
+            o.warnings.push_back("environment variable " + name +
+                                 " is not a corgi setting; ignored");
+    });
+    for (const auto& f : flags)
+        schema.apply_text(*f.s, f.value, f.flag, setting_source::command_line);
+    if (!app_module.empty()) {
+        if (!schema.find_key("wsgi"))
+            throw usage_error("APP_MODULE '" + app_module + "': this corgi is built without WSGI");
+        schema.apply_text(*schema.find_key("wsgi"), app_module, "APP_MODULE '" + app_module + "'",
+                          setting_source::command_line);
+    }
+    if (o.cmd == command::print_config) o.effective = schema.effective();
     return o;
 }
 

@@ -50,7 +50,7 @@ constexpr const char* version_text = "corgi 0.1.0";
 
 // --wsgi / --wsgi-file / --mount become mount entries after the config's own routes, so one map
 // serves both.
-nlohmann::json all_routes(const config& cfg) {
+nlohmann::json all_routes(const cli::settings& cfg) {
     nlohmann::json routes = cfg.routes;
     for (const auto& [prefix, app] : cfg.python.mounts)
         routes.push_back({{"mount", prefix}, {"wsgi", app}});
@@ -60,7 +60,7 @@ nlohmann::json all_routes(const config& cfg) {
     return routes;
 }
 
-std::shared_ptr<url_map> build_map(const config& cfg, bool load_python) {
+std::shared_ptr<url_map> build_map(const cli::settings& cfg, bool load_python) {
     nlohmann::json routes = all_routes(cfg);
     if (routes.empty()) return std::make_shared<url_map>(demo::routes());
     route_targets targets;
@@ -80,7 +80,7 @@ std::shared_ptr<url_map> build_map(const config& cfg, bool load_python) {
     return compile_routes(routes, targets);
 }
 
-dispatch_options dispatch_options_of(const config& cfg) {
+dispatch_options dispatch_options_of(const cli::settings& cfg) {
     return {.request_timeout = cfg.server.limits.harakiri,
             .stuck_grace = cfg.server.limits.harakiri_grace};
 }
@@ -191,9 +191,8 @@ int report_error(std::exception_ptr error) {
         std::cerr << "corgi: " << e.what() << "\n";
         return 2;
     } catch (const config_error& e) {
-        std::cerr << "corgi: config error at "
-                  << (e.pointer.empty() ? std::string("(file)") : e.pointer) << ": " << e.what()
-                  << "\n";
+        // what() names the place: the flag, variable, "FILE: /json/pointer" or "FILE:LINE".
+        std::cerr << "corgi: config error: " << e.what() << "\n";
         return 2;
     } catch (const routing_error& e) {
         std::cerr << "corgi: bad URL map: " << e.what() << "\n";
@@ -212,7 +211,7 @@ int report_error(std::exception_ptr error) {
     }
 }
 
-bool needs_python([[maybe_unused]] const config& cfg) {
+bool needs_python([[maybe_unused]] const cli::settings& cfg) {
 #ifdef CORGI_WITH_WSGI
     return cfg.python.enabled() || all_routes(cfg).dump().find("\"wsgi\"") != std::string::npos;
 #else
@@ -220,7 +219,7 @@ bool needs_python([[maybe_unused]] const config& cfg) {
 #endif
 }
 
-void print_capacity(const config& cfg) {
+void print_capacity(const cli::settings& cfg) {
     std::cerr << "corgi: " << cfg.server.limits.max_connections << " max connections, "
               << (cfg.server.io_threads ? cfg.server.io_threads
                                         : std::thread::hardware_concurrency())
@@ -279,7 +278,7 @@ std::vector<systemd::activated_socket> take_systemd_environment(config& cfg) {
 }
 
 int serve_command(cli::options& o) {
-    config& cfg = o.cfg;
+    cli::settings& cfg = o.cfg;
     const std::vector<systemd::activated_socket> activated = take_systemd_environment(cfg);
     log::set_access_log_enabled(cfg.access_log);
     cfg.python.harakiri_grace = cfg.server.limits.harakiri_grace;
@@ -348,7 +347,7 @@ int serve_command(cli::options& o) {
 
 // One pre-forked worker: the listeners are the master's sockets, adopted; the apps were imported
 // by the master before the fork (preloaded) or are imported here (--lazy-apps).
-int worker_main(config cfg, const std::vector<master::inherited_state::listener>& listeners,
+int worker_main(cli::settings cfg, const std::vector<master::inherited_state::listener>& listeners,
                 std::shared_ptr<url_map> preloaded, const std::function<void()>& ready) {
     try {
         systemd::forget_notify();  // the master speaks for the service
@@ -388,7 +387,7 @@ int worker_main(config cfg, const std::vector<master::inherited_state::listener>
 }
 
 int master_command(cli::options& o, const std::vector<std::string>& argv) {
-    config& cfg = o.cfg;
+    cli::settings& cfg = o.cfg;
     const std::vector<systemd::activated_socket> activated = take_systemd_environment(cfg);
     log::set_access_log_enabled(cfg.access_log);
     cfg.python.harakiri_grace = cfg.server.limits.harakiri_grace;
@@ -501,11 +500,14 @@ int check_config_command(const cli::options& o) {
 
 }  // namespace
 
+extern "C" char** environ;
+
 int main(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);
     cli::options o;
     try {
-        o = cli::parse(args);
+        o = cli::parse(args, environ);
+        for (const auto& w : o.warnings) std::cerr << "corgi: warning: " << w << "\n";
         if (o.cmd == cli::command::help) {
             std::cout << cli::help_text();
             return 0;
@@ -523,6 +525,11 @@ int main(int argc, char** argv) {
             return 2;
         }
         if (o.cmd == cli::command::routes) return routes_command(o);
+        if (o.cmd == cli::command::print_config) {
+            check_config_command(o);  // the settings are valid, the URL map compiles
+            std::cout << o.effective.dump(2) << "\n";
+            return 0;
+        }
         if (o.cmd == cli::command::check_config || std::getenv(master::check_config_env)) {
             int code = check_config_command(o);
             if (o.cmd == cli::command::check_config) std::cout << "corgi: configuration OK\n";

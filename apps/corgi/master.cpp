@@ -274,7 +274,7 @@ class supervisor {
                 begin_quick_stop();
                 continue;
             }
-            if (r <= 0) continue;
+            if (r < 0) continue;  // EINTR; on a timeout (0) the stats server still sweeps
             if (fds[0].revents & POLLIN) read_signals();
             if (fds[1].revents & POLLIN) drain(wake_pipe[0]);  // the next pass checks the wishes
             for (std::size_t i = 2; i < ready_end; ++i)

@@ -1,6 +1,12 @@
-// The JSON config file onto struct config. Every error names the offending key as a JSON pointer.
+// core's settings (listeners, server, limits, timeouts, logs, processes, stats, routes) in the
+// settings schema, and the JSON file reader.
 #include <corgi/core/config.hpp>
 #include <corgi/core/log.hpp>
+#include <corgi/core/settings.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 
 #include <cmath>
 #include <fstream>
@@ -8,8 +14,10 @@
 
 namespace corgi {
 
-config_error::config_error(std::string ptr, const std::string& message)
-    : std::runtime_error(ptr.empty() ? message : ptr + ": " + message), pointer(std::move(ptr)) {}
+config_error::config_error(std::string ptr, const std::string& text)
+    : std::runtime_error(ptr.empty() ? text : ptr + ": " + text),
+      pointer(std::move(ptr)),
+      message(text) {}
 
 nlohmann::json read_json_file(const std::string& path) {
     std::ifstream in(path);
@@ -38,69 +46,98 @@ std::string child(const std::string& ptr, std::string_view key) {
     return ptr + "/" + escaped;
 }
 
-const char* type_name(const nlohmann::json& v) { return v.type_name(); }
-
-std::string as_string(const nlohmann::json& v, const std::string& ptr) {
-    if (!v.is_string())
-        throw config_error(ptr, std::string("expected a string, got ") + type_name(v));
-    return v.get<std::string>();
-}
-
-bool as_bool(const nlohmann::json& v, const std::string& ptr) {
-    if (!v.is_boolean())
-        throw config_error(ptr, std::string("expected true or false, got ") + type_name(v));
-    return v.get<bool>();
-}
-
-std::uint64_t as_count(const nlohmann::json& v, const std::string& ptr, std::uint64_t min,
-                       std::uint64_t max) {
-    if (!v.is_number_integer() ||
-        (v.is_number_integer() && !v.is_number_unsigned() && v.get<std::int64_t>() < 0))
-        throw config_error(ptr, std::string("expected a non-negative integer, got ") + v.dump());
-    auto n = v.get<std::uint64_t>();
-    if (n < min || n > max)
-        throw config_error(
-            ptr, "must be between " + std::to_string(min) + " and " + std::to_string(max));
-    return n;
-}
-
-std::chrono::milliseconds as_seconds(const nlohmann::json& v, const std::string& ptr) {
-    if (!v.is_number() || v.get<double>() < 0 || !std::isfinite(v.get<double>()))
-        throw config_error(
-            ptr, "expected a duration in seconds (a non-negative number), got " + v.dump());
+std::chrono::milliseconds to_ms(const nlohmann::json& seconds) {
     return std::chrono::milliseconds(
-        static_cast<std::int64_t>(std::llround(v.get<double>() * 1000.0)));
+        static_cast<std::int64_t>(std::llround(seconds.get<double>() * 1000.0)));
 }
 
-std::vector<std::string> as_string_list(const nlohmann::json& v, const std::string& ptr) {
-    std::vector<std::string> out;
-    if (v.is_string()) {
-        out.push_back(v.get<std::string>());
-    } else if (v.is_array()) {
-        for (std::size_t i = 0; i < v.size(); ++i)
-            out.push_back(as_string(v[i], child(ptr, std::to_string(i))));
-    } else {
-        throw config_error(ptr, "expected a string or an array of strings");
-    }
-    return out;
+listen_address to_address(const nlohmann::json& v) {
+    return listen_address::parse(v.get<std::string>());
 }
 
-listen_address as_address(const nlohmann::json& v, const std::string& ptr) {
-    std::string text = as_string(v, ptr);
-    try {
-        return listen_address::parse(text);
-    } catch (const std::invalid_argument& e) {
-        throw config_error(ptr, e.what());
-    }
+// Gunicorn's --bind: HOST:PORT, HOST (port 8000), unix:PATH; fd://N is systemd's business here.
+nlohmann::json gunicorn_bind(std::string_view text) {
+    if (text.starts_with("fd://"))
+        throw config_error("",
+                           "fd:// binds are not supported: pass sockets by systemd socket "
+                           "activation (LISTEN_FDS, docs/deploy.md)");
+    if (text.starts_with("/")) return "unix:" + std::string(text);
+    if (!text.starts_with("unix:") && !text.starts_with("[") &&
+        text.find(':') == std::string_view::npos)
+        return std::string(text) + ":8000";
+    return std::string(text);
 }
 
-template <class F>
-void for_each_key(const nlohmann::json& obj, const std::string& ptr, F&& f) {
-    if (!obj.is_object())
-        throw config_error(ptr, std::string("expected an object, got ") + type_name(obj));
-    for (auto it = obj.begin(); it != obj.end(); ++it)
-        f(it.key(), it.value(), child(ptr, it.key()));
+nlohmann::json file_or_dash(const std::string& path) { return path.empty() ? "-" : path; }
+
+setting seconds_setting(std::vector<std::string> keys, std::vector<std::string> flags,
+                        std::vector<std::string> ini, std::chrono::milliseconds& field) {
+    setting s;
+    s.keys = std::move(keys);
+    s.type = setting_type::seconds;
+    s.flags = std::move(flags);
+    s.ini = std::move(ini);
+    s.set = [&field](const nlohmann::json& v) { field = to_ms(v); };
+    s.get = [&field] { return seconds_json(field); };
+    return s;
 }
+
+template <class Int>
+setting count_setting(std::vector<std::string> keys, std::vector<std::string> flags,
+                      std::vector<std::string> ini, Int& field, std::uint64_t min,
+                      std::uint64_t max) {
+    setting s;
+    s.keys = std::move(keys);
+    s.type = setting_type::count;
+    s.flags = std::move(flags);
+    s.ini = std::move(ini);
+    s.min = min;
+    s.max = max;
+    s.set = [&field](const nlohmann::json& v) { field = static_cast<Int>(v.get<std::uint64_t>()); };
+    s.get = [&field] { return static_cast<std::uint64_t>(field); };
+    return s;
+}
+
+setting text_setting(std::vector<std::string> keys, std::vector<std::string> flags,
+                     std::vector<std::string> ini, std::string& field) {
+    setting s;
+    s.keys = std::move(keys);
+    s.flags = std::move(flags);
+    s.ini = std::move(ini);
+    s.set = [&field](const nlohmann::json& v) { field = v.get<std::string>(); };
+    s.get = [&field] { return field; };
+    return s;
+}
+
+setting bool_setting(std::vector<std::string> keys, std::vector<std::string> flags,
+                     std::vector<std::string> ini, bool& field) {
+    setting s;
+    s.keys = std::move(keys);
+    s.type = setting_type::boolean;
+    s.flags = std::move(flags);
+    s.ini = std::move(ini);
+    s.set = [&field](const nlohmann::json& v) { field = v.get<bool>(); };
+    s.get = [&field] { return field; };
+    return s;
+}
+
+// One listener kind: each use adds a listener; all of them fill `listen`.
+setting listener_setting(config& cfg, std::string key, std::string proto,
+                         std::vector<std::string> flags, std::vector<std::string> ini) {
+    setting s;
+    s.keys = {std::move(key)};
+    s.type = setting_type::address;
+    s.flags = std::move(flags);
+    s.ini = std::move(ini);
+    s.group = "listen";
+    s.set = [&cfg, proto](const nlohmann::json& v) {
+        cfg.listen.push_back({proto, to_address(v)});
+    };
+    s.clear = [&cfg] { cfg.listen.clear(); };
+    return s;
+}
+
+constexpr std::string_view log_levels[] = {"debug", "info", "warning", "error", "critical"};
 
 }  // namespace
 
@@ -112,182 +149,338 @@ std::string normalize_protocol_name(std::string_view name) {
     return {};
 }
 
-void apply_config(config& cfg, const nlohmann::json& doc) {
-    for_each_key(
-        doc, "", [&](const std::string& key, const nlohmann::json& v, const std::string& ptr) {
-            if (key == "listen") {
-                if (!v.is_array())
-                    throw config_error(ptr,
-                                       "expected an array of {\"http\": \"host:port\"} objects");
-                for (std::size_t i = 0; i < v.size(); ++i) {
-                    std::string item = child(ptr, std::to_string(i));
-                    if (v[i].is_string()) {  // a bare address is HTTP
-                        cfg.listen.push_back({"http", as_address(v[i], item)});
-                        continue;
+void add_core_settings(settings_schema& schema, config& cfg) {
+    // --- listeners
+    {
+        setting s;
+        s.keys = {"listen"};
+        s.type = setting_type::json;
+        s.group = "listen";
+        s.set = [&cfg](const nlohmann::json& v) {
+            if (!v.is_array())
+                throw config_error("", "expected an array of {\"http\": \"host:port\"} objects");
+            for (std::size_t i = 0; i < v.size(); ++i) {
+                std::string item = "/" + std::to_string(i);
+                auto parse = [&](const nlohmann::json& a, const std::string& ptr) {
+                    if (!a.is_string()) throw config_error(ptr, "expected an address string");
+                    try {
+                        return to_address(a);
+                    } catch (const std::invalid_argument& e) {
+                        throw config_error(ptr, e.what());
                     }
-                    if (!v[i].is_object() || v[i].size() != 1)
-                        throw config_error(item,
-                                           "expected one {\"http\"|\"uwsgi\"|\"fastcgi\"|\"scgi\": "
-                                           "address} object");
-                    auto entry = v[i].begin();
-                    std::string proto = normalize_protocol_name(entry.key());
-                    if (proto.empty())
-                        throw config_error(
-                            child(item, entry.key()),
-                            "unknown protocol (expected http, uwsgi, fastcgi or scgi)");
-                    cfg.listen.push_back(
-                        {proto, as_address(entry.value(), child(item, entry.key()))});
+                };
+                if (v[i].is_string()) {  // a bare address is HTTP
+                    cfg.listen.push_back({"http", parse(v[i], item)});
+                    continue;
                 }
-            } else if (key == "processes" || key == "workers") {
-                cfg.processes.workers = as_count(v, ptr, 1, process_settings::max_workers);
-            } else if (key == "master") {
-                if (as_bool(v, ptr) && cfg.processes.workers == 0) cfg.processes.workers = 1;
-            } else if (key == "preload") {
-                cfg.processes.preload = as_bool(v, ptr);
-            } else if (key == "lazy_apps") {
-                cfg.processes.preload = !as_bool(v, ptr);
-            } else if (key == "boot_timeout") {
-                cfg.processes.boot_timeout = as_seconds(v, ptr);
-                if (cfg.processes.boot_timeout.count() == 0)
-                    throw config_error(ptr, "a worker needs some time to boot (seconds > 0)");
-            } else if (key == "worker_timeout") {
-                cfg.processes.worker_timeout = as_seconds(v, ptr);
-            } else if (key == "max_requests") {
-                cfg.processes.max_requests = as_count(v, ptr, 0, UINT64_MAX);
-            } else if (key == "max_requests_jitter") {
-                cfg.processes.max_requests_jitter = as_count(v, ptr, 0, UINT64_MAX);
-            } else if (key == "max_rss") {
-                cfg.processes.max_rss_mb = as_count(v, ptr, 0, 1024 * 1024);
-            } else if (key == "max_worker_lifetime") {
-                cfg.processes.max_worker_lifetime = as_seconds(v, ptr);
-            } else if (key == "pidfile") {
-                cfg.processes.pidfile = as_string(v, ptr);
-                if (cfg.processes.pidfile.empty()) throw config_error(ptr, "empty path");
-            } else if (key == "io_threads") {
-                cfg.server.io_threads = as_count(v, ptr, 1, 1024);
-            } else if (key == "threads") {
-                cfg.python.threads = as_count(v, ptr, 1, 256);
-            } else if (key == "fibers") {
-                cfg.python.fibers = as_count(v, ptr, 1, 100000);
-            } else if (key == "fiber_stack_kib") {
-                cfg.python.fiber_stack_kib = as_count(v, ptr, 64, 65536);
-            } else if (key == "async_views_hook") {
-                cfg.python.async_views_hook = as_bool(v, ptr);
-            } else if (key == "wsgi") {
-                cfg.python.wsgi = as_string(v, ptr);
-            } else if (key == "wsgi_file") {
-                cfg.python.wsgi_file = as_string(v, ptr);
-            } else if (key == "callable") {
-                cfg.python.callable = as_string(v, ptr);
-            } else if (key == "mounts") {
-                for_each_key(v, ptr,
-                             [&](const std::string& prefix, const nlohmann::json& app,
-                                 const std::string& p) {
-                                 if (prefix.empty() || prefix[0] != '/')
-                                     throw config_error(p, "a mount prefix starts with '/'");
-                                 cfg.python.mounts.emplace_back(prefix, as_string(app, p));
-                             });
-            } else if (key == "pythonpath") {
-                for (auto& dir : as_string_list(v, ptr)) cfg.python.pythonpath.push_back(dir);
-            } else if (key == "chdir") {
-                cfg.python.chdir = as_string(v, ptr);
-            } else if (key == "access_log") {
-                cfg.access_log = as_bool(v, ptr);
-            } else if (key == "access_log_format") {
-                cfg.access_log_format = as_string(v, ptr);
-                try {
-                    log::validate_access_log_format(cfg.access_log_format);
-                } catch (const std::invalid_argument& e) {
-                    throw config_error(ptr, e.what());
-                }
-            } else if (key == "forwarded_allow_ips") {
-                cfg.server.forwarded_allow_ips = v.is_string()
-                                                     ? peer_trust::split(v.get<std::string>())
-                                                     : as_string_list(v, ptr);
-                try {
-                    peer_trust check(cfg.server.forwarded_allow_ips);
-                } catch (const std::invalid_argument& e) {
-                    throw config_error(ptr, e.what());
-                }
-            } else if (key == "access_log_file") {
-                cfg.access_log_file = as_string(v, ptr);
-            } else if (key == "error_log_file") {
-                cfg.error_log_file = as_string(v, ptr);
-            } else if (key == "disable_logging") {
-                cfg.access_log = !as_bool(v, ptr);
-            } else if (key == "chmod_socket") {
-                std::string mode =
-                    v.is_number_integer() ? std::to_string(v.get<int>()) : as_string(v, ptr);
-                cfg.server.unix_socket_mode = parse_socket_mode(mode, ptr);
-            } else if (key == "limits") {
-                auto& l = cfg.server.limits;
-                for_each_key(
-                    v, ptr,
-                    [&](const std::string& k, const nlohmann::json& x, const std::string& p) {
-                        if (k == "max_header_bytes")
-                            l.max_header_bytes = as_count(x, p, 1024, 64 * 1024 * 1024);
-                        else if (k == "max_body_bytes")
-                            l.max_body_bytes = as_count(x, p, 0, UINT64_MAX);
-                        else if (k == "max_connections")
-                            l.max_connections = as_count(x, p, 1, 10'000'000);
-                        else if (k == "max_requests_per_connection")
-                            l.max_requests_per_connection = as_count(x, p, 0, UINT64_MAX);
-                        // Gunicorn's request limits (its bounds: a request line of at most 8190
-                        // bytes, at most 32768 fields; 0 is unlimited) and nginx's lingering close.
-                        else if (k == "limit_request_line")
-                            l.limit_request_line = as_count(x, p, 0, 8190);
-                        else if (k == "limit_request_fields")
-                            l.limit_request_fields = as_count(x, p, 0, 32768);
-                        else if (k == "limit_request_field_size")
-                            l.limit_request_field_size = as_count(x, p, 0, 64 * 1024 * 1024);
-                        else if (k == "lingering_time")
-                            l.lingering_time = as_seconds(x, p);
-                        else if (k == "lingering_timeout")
-                            l.lingering_timeout = as_seconds(x, p);
-                        else if (k == "harakiri" || k == "timeout_request")
-                            l.harakiri = as_seconds(x, p);
-                        else if (k == "harakiri_grace")
-                            l.harakiri_grace = as_seconds(x, p);
-                        else
-                            throw config_error(
-                                p,
-                                "unknown limit (expected max_header_bytes, max_body_bytes, "
-                                "max_connections, max_requests_per_connection, "
-                                "limit_request_line, limit_request_fields, "
-                                "limit_request_field_size, lingering_time, lingering_timeout, "
-                                "harakiri (alias timeout_request) or harakiri_grace)");
-                    });
-            } else if (key == "timeouts") {
-                auto& l = cfg.server.limits;
-                for_each_key(
-                    v, ptr,
-                    [&](const std::string& k, const nlohmann::json& x, const std::string& p) {
-                        if (k == "header")
-                            l.header_timeout = as_seconds(x, p);
-                        else if (k == "body")
-                            l.body_timeout = as_seconds(x, p);
-                        else if (k == "idle" || k == "keep_alive")
-                            l.idle_timeout = as_seconds(x, p);
-                        else if (k == "write")
-                            l.write_timeout = as_seconds(x, p);
-                        else if (k == "graceful")
-                            l.graceful_timeout = as_seconds(x, p);
-                        else
-                            throw config_error(
-                                p,
-                                "unknown timeout (expected header, body, idle, write or graceful)");
-                    });
-            } else if (key == "stats") {
-                cfg.stats.address = as_address(v, ptr);
-            } else if (key == "stats_http") {
-                cfg.stats.http = as_bool(v, ptr);
-            } else if (key == "routes") {
-                if (!v.is_array()) throw config_error(ptr, "expected an array of route entries");
-                cfg.routes = v;
-            } else {
-                throw config_error(ptr, "unknown setting");
+                if (!v[i].is_object() || v[i].size() != 1)
+                    throw config_error(
+                        item,
+                        "expected one {\"http\"|\"uwsgi\"|\"fastcgi\"|\"scgi\": address} object");
+                auto entry = v[i].begin();
+                std::string proto = normalize_protocol_name(entry.key());
+                if (proto.empty())
+                    throw config_error(child(item, entry.key()),
+                                       "unknown protocol (expected http, uwsgi, fastcgi or scgi)");
+                cfg.listen.push_back({proto, parse(entry.value(), child(item, entry.key()))});
             }
-        });
+        };
+        s.clear = [&cfg] { cfg.listen.clear(); };
+        s.get = [&cfg] {
+            nlohmann::json out = nlohmann::json::array();
+            for (const auto& l : cfg.listen) out.push_back({{l.protocol, l.address.to_string()}});
+            return out;
+        };
+        schema.add(std::move(s));
+    }
+    schema.add(listener_setting(cfg, "http", "http", {"--http", "--http-socket"},
+                                {"http", "http-socket"}));
+    schema.add(listener_setting(cfg, "socket", "uwsgi", {"--socket", "--uwsgi-socket"},
+                                {"socket", "uwsgi-socket"}));
+    schema.add(listener_setting(cfg, "fastcgi_socket", "fastcgi", {"--fastcgi-socket"},
+                                {"fastcgi-socket"}));
+    schema.add(listener_setting(cfg, "scgi_socket", "scgi", {"--scgi-socket"}, {"scgi-socket"}));
+    {
+        setting s = listener_setting(cfg, "bind", "http", {"--bind", "-b"}, {});
+        s.from_text = gunicorn_bind;
+        schema.add(std::move(s));
+    }
+    {
+        setting s;
+        s.keys = {"chmod_socket"};
+        s.type = setting_type::mode;
+        s.flags = {"--chmod-socket"};
+        s.ini = {"chmod-socket"};
+        // uWSGI: chmod-socket without a value is 666.
+        s.from_text = [](std::string_view t) { return t.empty() ? "666" : std::string(t); };
+        s.set = [&cfg](const nlohmann::json& v) {
+            cfg.server.unix_socket_mode = parse_socket_mode(
+                v.is_string() ? v.get<std::string>() : std::to_string(v.get<std::uint64_t>()), "");
+        };
+        s.get = [&cfg]() -> nlohmann::json {
+            if (cfg.server.unix_socket_mode == 0) return nullptr;
+            char text[16];
+            std::snprintf(text, sizeof text, "%o", cfg.server.unix_socket_mode);
+            return text;
+        };
+        schema.add(std::move(s));
+    }
+
+    // --- server
+    {
+        setting s =
+            count_setting({"io_threads"}, {"--io-threads"}, {}, cfg.server.io_threads, 1, 1024);
+        s.get = [&cfg]() -> nlohmann::json {  // unset: one per core
+            if (cfg.server.io_threads == 0) return nullptr;
+            return cfg.server.io_threads;
+        };
+        schema.add(std::move(s));
+    }
+    {
+        setting s;
+        s.keys = {"forwarded_allow_ips"};
+        s.type = setting_type::list;
+        s.flags = {"--forwarded-allow-ips"};
+        s.from_text = [](std::string_view t) {
+            nlohmann::json out = nlohmann::json::array();
+            for (auto& e : peer_trust::split(t)) out.push_back(e);
+            return out;
+        };
+        s.set = [&cfg](const nlohmann::json& v) {
+            std::vector<std::string> entries = peer_trust::split(v.get<std::string>());
+            peer_trust check(entries);  // std::invalid_argument names a bad entry
+            for (auto& e : entries) cfg.server.forwarded_allow_ips.push_back(std::move(e));
+        };
+        s.clear = [&cfg] { cfg.server.forwarded_allow_ips.clear(); };
+        s.get = [&cfg] { return cfg.server.forwarded_allow_ips; };
+        schema.add(std::move(s));
+    }
+
+    // --- limits
+    auto& l = cfg.server.limits;
+    schema.add(count_setting({"limits/max_header_bytes"}, {"--max-header-bytes"}, {"buffer-size"},
+                             l.max_header_bytes, 1024, 64 * 1024 * 1024));
+    schema.add(count_setting({"limits/max_body_bytes"}, {"--max-body-bytes"}, {"limit-post"},
+                             l.max_body_bytes, 0, UINT64_MAX));
+    schema.add(count_setting({"limits/max_connections"},
+                             {"--max-connections", "--worker-connections"}, {}, l.max_connections,
+                             1, 10'000'000));
+    schema.add(count_setting({"limits/max_requests_per_connection"},
+                             {"--max-requests-per-connection"}, {}, l.max_requests_per_connection,
+                             0, UINT64_MAX));
+    // Gunicorn's request limits (its bounds: a request line of at most 8190 bytes, at most 32768
+    // fields; 0 is unlimited) and nginx's lingering close.
+    schema.add(count_setting({"limits/limit_request_line"}, {"--limit-request-line"}, {},
+                             l.limit_request_line, 0, 8190));
+    schema.add(count_setting({"limits/limit_request_fields"}, {"--limit-request-fields"}, {},
+                             l.limit_request_fields, 0, 32768));
+    schema.add(count_setting({"limits/limit_request_field_size"}, {"--limit-request-field-size"},
+                             {}, l.limit_request_field_size, 0, 64 * 1024 * 1024));
+    schema.add(
+        seconds_setting({"limits/lingering_time"}, {"--lingering-time"}, {}, l.lingering_time));
+    schema.add(seconds_setting({"limits/lingering_timeout"}, {"--lingering-timeout"}, {},
+                               l.lingering_timeout));
+    // uWSGI's harakiri (Gunicorn's --timeout kills the worker: that is worker_timeout): a
+    // deadline that fails one request.
+    schema.add(seconds_setting({"limits/harakiri", "limits/timeout_request"},
+                               {"--harakiri", "--timeout-request"}, {"harakiri"}, l.harakiri));
+    schema.add(
+        seconds_setting({"limits/harakiri_grace"}, {"--harakiri-grace"}, {}, l.harakiri_grace));
+
+    // --- timeouts
+    schema.add(seconds_setting({"timeouts/header"}, {"--header-timeout"}, {}, l.header_timeout));
+    schema.add(seconds_setting({"timeouts/body"}, {"--body-timeout"}, {}, l.body_timeout));
+    schema.add(seconds_setting({"timeouts/idle", "timeouts/keep_alive"},
+                               {"--keep-alive-timeout", "--keep-alive"}, {}, l.idle_timeout));
+    schema.add(seconds_setting({"timeouts/write"}, {"--write-timeout"}, {}, l.write_timeout));
+    schema.add(seconds_setting({"timeouts/graceful"}, {"--graceful-timeout"},
+                               {"worker-reload-mercy"}, l.graceful_timeout));
+
+    // --- logs
+    schema.add(bool_setting({"access_log"}, {"--access-log-enabled"}, {}, cfg.access_log));
+    {
+        setting s;
+        s.keys = {"disable_logging"};
+        s.type = setting_type::boolean;
+        s.flags = {"--disable-logging"};
+        s.ini = {"disable-logging"};
+        s.set = [&cfg](const nlohmann::json& v) { cfg.access_log = !v.get<bool>(); };
+        schema.add(std::move(s));
+    }
+    {
+        setting s =
+            text_setting({"access_log_format"}, {"--access-log-format"}, {}, cfg.access_log_format);
+        s.set = [&cfg](const nlohmann::json& v) {
+            log::validate_access_log_format(v.get<std::string>());
+            cfg.access_log_format = v.get<std::string>();
+        };
+        schema.add(std::move(s));
+    }
+    auto log_file = [&](std::string key, std::vector<std::string> flags, std::string& field) {
+        setting s;
+        s.keys = {std::move(key)};
+        s.flags = std::move(flags);
+        s.set = [&field](const nlohmann::json& v) {
+            const auto& path = v.get<std::string>();
+            if (path.empty())
+                throw std::invalid_argument("expects a file path, or - for the default");
+            field = path == "-" ? "" : path;
+        };
+        s.get = [&field] { return file_or_dash(field); };
+        return s;
+    };
+    schema.add(
+        log_file("access_log_file", {"--access-log", "--access-logfile"}, cfg.access_log_file));
+    schema.add(log_file("error_log_file", {"--error-log", "--error-logfile", "--log-file"},
+                        cfg.error_log_file));
+    {
+        // uWSGI's logto: every log line to one file.
+        setting s;
+        s.keys = {"logto"};
+        s.ini = {"logto"};
+        s.set = [&cfg](const nlohmann::json& v) {
+            if (v.get<std::string>().empty()) throw std::invalid_argument("expects a file path");
+            cfg.access_log_file = cfg.error_log_file = v.get<std::string>();
+        };
+        schema.add(std::move(s));
+    }
+    {
+        setting s = text_setting({"log_level"}, {"--log-level"}, {}, cfg.log_level);
+        s.set = [&cfg](const nlohmann::json& v) {
+            std::string level = v.get<std::string>();
+            for (char& c : level)
+                c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            if (std::find(std::begin(log_levels), std::end(log_levels), level) ==
+                std::end(log_levels))
+                throw std::invalid_argument("unknown log level '" + v.get<std::string>() +
+                                            "' (expected debug, info, warning, error or critical)");
+            cfg.log_level = level;
+        };
+        schema.add(std::move(s));
+    }
+    {
+        setting s =
+            text_setting({"error_log_format"}, {"--error-log-format"}, {}, cfg.error_log_format);
+        s.set = [&cfg](const nlohmann::json& v) {
+            if (v != "text" && v != "json")
+                throw std::invalid_argument("unknown error log format " + v.dump() +
+                                            " (expected text or json)");
+            cfg.error_log_format = v.get<std::string>();
+        };
+        schema.add(std::move(s));
+    }
+
+    // --- processes (a master binding the listeners, pre-forked workers inheriting them)
+    auto& p = cfg.processes;
+    {
+        setting s =
+            count_setting({"workers", "processes"}, {"--workers", "--processes", "-w"},
+                          {"processes", "workers"}, p.workers, 1, process_settings::max_workers);
+        s.get = [&p]() -> nlohmann::json {  // unset: one process serves, no master
+            if (p.workers == 0) return nullptr;
+            return p.workers;
+        };
+        schema.add(std::move(s));
+    }
+    {
+        setting s;
+        s.keys = {"master"};
+        s.type = setting_type::boolean;
+        s.flags = {"--master"};
+        s.ini = {"master"};
+        s.set = [&p](const nlohmann::json& v) {
+            if (v.get<bool>() && p.workers == 0) p.workers = 1;
+        };
+        schema.add(std::move(s));
+    }
+    schema.add(bool_setting({"preload"}, {"--preload"}, {}, p.preload));
+    {
+        setting s;
+        s.keys = {"lazy_apps"};
+        s.type = setting_type::boolean;
+        s.flags = {"--lazy-apps"};
+        s.ini = {"lazy-apps"};
+        s.set = [&p](const nlohmann::json& v) { p.preload = !v.get<bool>(); };
+        schema.add(std::move(s));
+    }
+    {
+        setting s = seconds_setting({"boot_timeout"}, {"--boot-timeout"}, {}, p.boot_timeout);
+        s.set = [&p](const nlohmann::json& v) {
+            if (v.get<double>() <= 0)
+                throw std::invalid_argument("a worker needs some time to boot (seconds > 0)");
+            p.boot_timeout = to_ms(v);
+        };
+        schema.add(std::move(s));
+    }
+    // Gunicorn's --timeout: a worker silent this long is killed and replaced.
+    schema.add(seconds_setting({"worker_timeout"}, {"--worker-timeout", "--timeout", "-t"}, {},
+                               p.worker_timeout));
+    schema.add(count_setting({"max_requests"}, {"--max-requests"}, {"max-requests"}, p.max_requests,
+                             0, UINT64_MAX));
+    schema.add(count_setting({"max_requests_jitter"}, {"--max-requests-jitter"}, {},
+                             p.max_requests_jitter, 0, UINT64_MAX));
+    schema.add(
+        count_setting({"max_rss"}, {"--max-rss"}, {"reload-on-rss"}, p.max_rss_mb, 0, 1024 * 1024));
+    schema.add(seconds_setting({"max_worker_lifetime"}, {"--max-worker-lifetime"},
+                               {"max-worker-lifetime"}, p.max_worker_lifetime));
+    {
+        setting s = text_setting({"pidfile"}, {"--pidfile", "--pid", "-p"}, {"pidfile"}, p.pidfile);
+        s.set = [&p](const nlohmann::json& v) {
+            if (v.get<std::string>().empty()) throw std::invalid_argument("expects a file path");
+            p.pidfile = v.get<std::string>();
+        };
+        s.get = [&p]() -> nlohmann::json {
+            if (p.pidfile.empty()) return nullptr;
+            return p.pidfile;
+        };
+        schema.add(std::move(s));
+    }
+    {
+        // Gunicorn's --env and uWSGI's env: KEY=VALUE into the environment, before any app is
+        // imported.
+        setting s;
+        s.keys = {"env"};
+        s.type = setting_type::list;
+        s.flags = {"--env", "-e"};
+        s.ini = {"env"};
+        s.set = [](const nlohmann::json& v) {
+            const auto& text = v.get<std::string>();
+            auto eq = text.find('=');
+            if (eq == 0 || eq == std::string::npos)
+                throw std::invalid_argument("expects KEY=VALUE, got '" + text + "'");
+            ::setenv(text.substr(0, eq).c_str(), text.substr(eq + 1).c_str(), 1);
+        };
+        schema.add(std::move(s));
+    }
+
+    // --- stats
+    {
+        setting s;
+        s.keys = {"stats"};
+        s.type = setting_type::address;
+        s.flags = {"--stats"};
+        s.ini = {"stats"};
+        s.set = [&cfg](const nlohmann::json& v) { cfg.stats.address = to_address(v); };
+        s.get = [&cfg]() -> nlohmann::json {
+            if (!cfg.stats.address) return nullptr;
+            return cfg.stats.address->to_string();
+        };
+        schema.add(std::move(s));
+    }
+    schema.add(bool_setting({"stats_http"}, {"--stats-http"}, {"stats-http"}, cfg.stats.http));
+
+    // --- the URL map (compiled by compile_routes)
+    {
+        setting s;
+        s.keys = {"routes"};
+        s.type = setting_type::json;
+        s.set = [&cfg](const nlohmann::json& v) {
+            if (!v.is_array()) throw config_error("", "expected an array of route entries");
+            cfg.routes = v;
+        };
+        s.get = [&cfg] { return cfg.routes; };
+        schema.add(std::move(s));
+    }
 }
 
 unsigned parse_socket_mode(std::string_view text, const std::string& ptr) {

@@ -178,13 +178,25 @@ void request_finished() noexcept {
     current().core_in_flight[io_thread_index()].fetch_sub(1, std::memory_order_relaxed);
 }
 
+namespace {
+// A label value a client cannot multiply: the methods of RFC 9110 and PATCH as themselves, any
+// other (FOO, BAR ... each would claim a series of the fixed table) as "OTHER".
+std::string_view method_label(std::string_view method) noexcept {
+    static constexpr std::string_view known[] = {"GET",     "HEAD",    "POST",  "PUT",  "DELETE",
+                                                 "OPTIONS", "CONNECT", "TRACE", "PATCH"};
+    for (auto k : known)
+        if (method == k) return k;
+    return "OTHER";
+}
+}  // namespace
+
 void record(const request& req, const request_outcome& outcome,
             std::chrono::nanoseconds duration) noexcept {
     process_table& t = current();
     const std::uint64_t ns =
         duration.count() > 0 ? static_cast<std::uint64_t>(duration.count()) : 0;
-    t.record(req.endpoint, req.method, outcome.status, ns, req.body ? req.body->received() : 0,
-             outcome.bytes_out);
+    t.record(req.endpoint, method_label(req.method), outcome.status, ns,
+             req.body ? req.body->received() : 0, outcome.bytes_out);
     t.core_requests[io_thread_index()].fetch_add(1, std::memory_order_relaxed);
     if (outcome.aborted) {
         t.aborted.fetch_add(1, std::memory_order_relaxed);

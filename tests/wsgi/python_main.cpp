@@ -9,7 +9,7 @@
 #include <string>
 
 int main(int argc, char* argv[]) {
-    corgi::python_settings settings;
+    corgi::wsgi::python_settings settings;
     const char* source = std::getenv("CORGI_SOURCE_DIR");
     settings.pythonpath.push_back(std::string(source ? source : CORGI_TEST_SOURCE_DIR) +
                                   "/tests/wsgi/apps");

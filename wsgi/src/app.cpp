@@ -74,7 +74,7 @@ struct gil_scope {
 }  // namespace
 
 corgi::handler load(std::string_view spec) {
-    if (!detail::current_runtime()) initialize(corgi::python_settings{});
+    if (!detail::current_runtime()) initialize(python_settings{});
     detail::runtime* rt = detail::current_runtime();
     if (!rt)
         throw load_error("cannot load " + std::string(spec) + ": the Python runtime was shut down");

@@ -129,12 +129,24 @@ namespace {
 bool g_stuck_at_shutdown = false;
 }  // namespace
 
-void initialize(const corgi::python_settings& settings) {
+void initialize(const python_settings& settings) {
     start_interpreter(settings);
     start_lanes();
 }
 
-void start_interpreter(const corgi::python_settings& settings) {
+void start_interpreter(const python_settings& settings) {
+    // The same bounds as the settings schema: a program calling in directly gets an error, not a
+    // silently different lane.
+    auto check_bound = [](const char* what, std::size_t v, std::size_t min, std::size_t max) {
+        if (v < min || v > max)
+            throw std::invalid_argument(std::string("wsgi: ") + what + " must be between " +
+                                        std::to_string(min) + " and " + std::to_string(max) +
+                                        ", got " + std::to_string(v));
+    };
+    check_bound("threads", settings.threads, 1, python_settings::max_threads);
+    check_bound("fibers", settings.fibers, 1, python_settings::max_fibers);
+    check_bound("fiber_stack_kib", settings.fiber_stack_kib, python_settings::min_fiber_stack_kib,
+                python_settings::max_fiber_stack_kib);
     std::lock_guard lock(g_lifetime_mutex);
     if (g_runtime.load() || g_finalized) return;
     if (!settings.chdir.empty() && ::chdir(settings.chdir.c_str()) != 0) {
@@ -164,9 +176,6 @@ void start_interpreter(const corgi::python_settings& settings) {
 
     auto rt = std::make_unique<runtime>();
     rt->settings = settings;
-    if (rt->settings.threads == 0) rt->settings.threads = 1;
-    if (rt->settings.fibers == 0) rt->settings.fibers = 1;
-    if (rt->settings.fiber_stack_kib < 64) rt->settings.fiber_stack_kib = 64;
     rt->multithread = rt->settings.threads * rt->settings.fibers > 1;
 
     // On the main thread state, before any fiber exists: pybind11's internals (created lazily with

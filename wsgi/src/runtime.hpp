@@ -6,7 +6,7 @@
 
 #include "harakiri.hpp"
 
-#include <corgi/core/config.hpp>
+#include <corgi/wsgi/wsgi.hpp>
 
 #include <memory>
 #include <string>

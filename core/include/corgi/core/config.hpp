@@ -1,6 +1,6 @@
-// Server configuration: one struct filled from the JSON config file and from command-line flags
-// (the CLI applies flags after the file). Errors name the offending key as a JSON pointer; the CLI
-// turns them into exit status 2.
+// Server configuration: the settings core and the corgi binary share, filled through the settings
+// schema (settings.hpp) from the JSON file, ini files, the environment and flags. Errors name the
+// key, flag, variable or ini line; the CLI turns them into exit status 2.
 #pragma once
 
 #include <corgi/core/server.hpp>
@@ -19,35 +19,16 @@ namespace corgi {
 
 struct config_error : std::runtime_error {
     config_error(std::string pointer, const std::string& message);
-    std::string pointer;  // e.g. "/routes/3/rule"
+    // Where: a JSON pointer ("/routes/3/rule"), with the file in front once known, a flag, an
+    // environment variable or an ini line.
+    std::string pointer;
+    std::string message;  // what is wrong, without the place
 };
 
 // What each listener speaks: "http", "uwsgi", "fastcgi" or "scgi".
 struct listen_entry {
     std::string protocol;
     listen_address address;
-};
-
-// Settings of the WSGI layer. Core only carries them; the wsgi module reads them.
-struct python_settings {
-    std::string wsgi;       // MODULE[:CALLABLE] mounted at /
-    std::string wsgi_file;  // PATH.py mounted at /
-    std::string callable = "application";
-    std::vector<std::pair<std::string, std::string>>
-        mounts;  // prefix -> MODULE[:CALLABLE] or path.py
-    std::vector<std::string> pythonpath;
-    std::string chdir;
-    std::size_t threads = 1;   // Python lanes
-    std::size_t fibers = 100;  // concurrent requests per lane
-    std::size_t fiber_stack_kib = 256;
-    bool async_views_hook = true;  // asgiref's async_to_sync awaits on the lane's asyncio loop
-    // environ["wsgi.multiprocess"]: set by the corgi binary in pre-forked workers when there are
-    // several (as Gunicorn does), not a setting of its own.
-    bool multiprocess = false;
-    // limits.harakiri_grace, copied here by the corgi binary: how long a WSGI request past its
-    // deadline may take to end before it counts as stuck.
-    std::chrono::milliseconds harakiri_grace{10'000};
-    bool enabled() const noexcept { return !wsgi.empty() || !wsgi_file.empty() || !mounts.empty(); }
 };
 
 // The process model. No workers: one process binds and serves, as it always did. N workers: a
@@ -85,12 +66,13 @@ struct stats_settings {
 struct config {
     std::vector<listen_entry> listen;
     server_options server;
-    python_settings python;
     process_settings processes;
     bool access_log = true;
     std::string access_log_format = "common";  // common, combined, json or a {template}
     std::string access_log_file;               // "" : stdout
     std::string error_log_file;                // "" : stderr
+    std::string log_level = "info";            // debug, info, warning, error, critical
+    std::string error_log_format = "text";     // text or json
     stats_settings stats;
     nlohmann::json routes = nlohmann::json::array();  // compiled by compile_routes()
 };
@@ -98,8 +80,6 @@ struct config {
 // Reads a JSON file (errors: config_error with the file name and line for syntax, the key for
 // semantics).
 nlohmann::json read_json_file(const std::string& path);
-// Applies a parsed config document onto `cfg`. Unknown keys are errors.
-void apply_config(config& cfg, const nlohmann::json& doc);
 // "uwsgi" for "socket"/"uwsgi", "fastcgi", "scgi", "http"; "" for anything else.
 std::string normalize_protocol_name(std::string_view name);
 // "660" -> 0660; throws config_error at `pointer` when not an octal mode.

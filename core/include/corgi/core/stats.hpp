@@ -53,8 +53,9 @@ struct series {
 
 // What one process served. Zero-filled memory is an empty table.
 struct process_table {
-    // Series beyond this many go to one overflow series per status ("(other)" route, method);
-    // a URL map with more endpoints than this still counts every request.
+    // Series beyond this many go to one overflow series (route "(other)", method "", status 0);
+    // a URL map with more endpoints than this still counts every request. Methods other than
+    // RFC 9110's and PATCH are counted as "OTHER", so clients cannot fill the table.
     static constexpr std::size_t capacity = 96;
     static constexpr std::size_t max_io_threads = 64;
     series entries[capacity];

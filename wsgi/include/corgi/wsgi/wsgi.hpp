@@ -3,11 +3,16 @@
 // hands the request to a Python lane (a thread running many fibers) and awaits the response.
 #pragma once
 
-#include <corgi/core/config.hpp>
 #include <corgi/core/handler.hpp>
+#include <corgi/wsgi/settings.hpp>
 
+#include <chrono>
+#include <cstddef>
 #include <stdexcept>
+#include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace corgi::wsgi {
 
@@ -21,14 +26,14 @@ struct load_error : std::runtime_error {
 // or the current directory and settings.pythonpath in front) and the Python lanes (settings.threads
 // lanes, up to settings.fibers concurrent requests each, fiber stacks of settings.fiber_stack_kib).
 // Idempotent: later calls are ignored. Call from the main thread, before load().
-void initialize(const corgi::python_settings& settings);
+void initialize(const python_settings& settings);
 
 // initialize() in two steps, for a pre-fork master that imports the apps before it forks
 // (--preload): start_interpreter() starts Python without the lanes, so load() runs on the main
 // thread, which keeps the GIL; the master forks between before_fork() and
 // after_fork_in_parent(), and each child calls after_fork_in_child() then start_lanes(). No other
 // thread may run Python while it forks.
-void start_interpreter(const corgi::python_settings& settings);
+void start_interpreter(const python_settings& settings);
 void start_lanes();
 void before_fork() noexcept;
 void after_fork_in_parent() noexcept;

@@ -1,0 +1,128 @@
+// The WSGI layer's settings in the settings schema (no Python here: only the bounds and the
+// forms uWSGI and Gunicorn give them).
+#include <corgi/core/config.hpp>
+#include <corgi/core/settings.hpp>
+#include <corgi/wsgi/settings.hpp>
+
+namespace corgi::wsgi {
+
+namespace {
+
+setting text(std::vector<std::string> keys, std::vector<std::string> flags,
+             std::vector<std::string> ini, std::string& field) {
+    setting s;
+    s.keys = std::move(keys);
+    s.flags = std::move(flags);
+    s.ini = std::move(ini);
+    s.set = [&field](const nlohmann::json& v) { field = v.get<std::string>(); };
+    s.get = [&field]() -> nlohmann::json {
+        if (field.empty()) return nullptr;
+        return field;
+    };
+    return s;
+}
+
+setting count(std::string key, std::vector<std::string> flags, std::vector<std::string> ini,
+              std::size_t& field, std::size_t min, std::size_t max) {
+    setting s;
+    s.keys = {std::move(key)};
+    s.type = setting_type::count;
+    s.flags = std::move(flags);
+    s.ini = std::move(ini);
+    s.min = min;
+    s.max = max;
+    s.set = [&field](const nlohmann::json& v) { field = v.get<std::size_t>(); };
+    s.get = [&field] { return field; };
+    return s;
+}
+
+}  // namespace
+
+void add_python_settings(settings_schema& schema, python_settings& py) {
+    schema.add(text({"wsgi", "module"}, {"--wsgi", "--module"}, {"module", "wsgi"}, py.wsgi));
+    schema.add(text({"wsgi_file"}, {"--wsgi-file"}, {"wsgi-file", "file"}, py.wsgi_file));
+    {
+        setting s = text({"callable"}, {"--callable"}, {"callable"}, py.callable);
+        s.get = [&py] { return py.callable; };
+        schema.add(std::move(s));
+    }
+    {
+        // {"/prefix": "MODULE[:CALLABLE]" or "path.py"}; --mount and uWSGI's mount take
+        // /PREFIX=APP.
+        setting s;
+        s.keys = {"mounts"};
+        s.type = setting_type::json;
+        s.flags = {"--mount"};
+        s.ini = {"mount"};
+        s.from_text = [](std::string_view t) -> nlohmann::json {
+            auto eq = t.find('=');
+            if (eq == std::string_view::npos || eq == 0 || t[0] != '/' || eq + 1 == t.size())
+                throw config_error("",
+                                   "expects /PREFIX=MODULE[:CALLABLE] or /PREFIX=PATH.py, got '" +
+                                       std::string(t) + "'");
+            return {{std::string(t.substr(0, eq)), std::string(t.substr(eq + 1))}};
+        };
+        s.set = [&py](const nlohmann::json& v) {
+            if (!v.is_object())
+                throw config_error("", "expected an object of \"/prefix\": \"app\" entries");
+            for (auto it = v.begin(); it != v.end(); ++it) {
+                std::string at = "/" + it.key();
+                if (it.key().empty() || it.key()[0] != '/')
+                    throw config_error(at, "a mount prefix starts with '/'");
+                if (!it.value().is_string() || it.value().get<std::string>().empty())
+                    throw config_error(at, "expected MODULE[:CALLABLE] or PATH.py");
+                py.mounts.emplace_back(it.key(), it.value().get<std::string>());
+            }
+        };
+        s.clear = [&py] { py.mounts.clear(); };
+        s.get = [&py]() -> nlohmann::json {
+            if (py.mounts.empty()) return nullptr;
+            nlohmann::json out = nlohmann::json::object();
+            for (const auto& [prefix, app] : py.mounts) out[prefix] = app;
+            return out;
+        };
+        schema.add(std::move(s));
+    }
+    {
+        // Repeatable; Gunicorn's --pythonpath takes a comma-separated list.
+        setting s;
+        s.keys = {"pythonpath"};
+        s.type = setting_type::list;
+        s.flags = {"--pythonpath"};
+        s.ini = {"pythonpath", "python-path"};
+        s.from_text = [](std::string_view t) {
+            nlohmann::json out = nlohmann::json::array();
+            std::size_t start = 0;
+            while (start <= t.size()) {
+                auto comma = t.find(',', start);
+                auto part =
+                    t.substr(start, comma == std::string_view::npos ? t.npos : comma - start);
+                if (!part.empty()) out.push_back(std::string(part));
+                if (comma == std::string_view::npos) break;
+                start = comma + 1;
+            }
+            return out;
+        };
+        s.set = [&py](const nlohmann::json& v) { py.pythonpath.push_back(v.get<std::string>()); };
+        s.clear = [&py] { py.pythonpath.clear(); };
+        s.get = [&py] { return py.pythonpath; };
+        schema.add(std::move(s));
+    }
+    schema.add(text({"chdir"}, {"--chdir"}, {"chdir"}, py.chdir));
+    schema.add(
+        count("threads", {"--threads"}, {"threads"}, py.threads, 1, python_settings::max_threads));
+    schema.add(count("fibers", {"--fibers"}, {}, py.fibers, 1, python_settings::max_fibers));
+    schema.add(count("fiber_stack_kib", {"--fiber-stack-kib"}, {}, py.fiber_stack_kib,
+                     python_settings::min_fiber_stack_kib, python_settings::max_fiber_stack_kib));
+    {
+        setting s;
+        s.keys = {"async_views_hook"};
+        s.type = setting_type::boolean;
+        s.flags = {"--async-views-hook"};
+        s.set = [&py](const nlohmann::json& v) { py.async_views_hook = v.get<bool>(); };
+        s.get = [&py] { return py.async_views_hook; };
+        schema.add(std::move(s));
+    }
+}
+
+}  // namespace corgi::wsgi
