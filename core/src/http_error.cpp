@@ -114,11 +114,11 @@ response make_error_response(std::exception_ptr error, const request& req) noexc
         } catch (const http_error& e) {
             return response::error(e.status(), e.detail());
         } catch (const std::exception& e) {
-            log::error("unhandled exception in handler (" + log::request_context(req) +
-                       "): " + e.what());
+            log::error(req, "unhandled exception in handler (" + log::request_context(req) +
+                                "): " + e.what());
         } catch (...) {
-            log::error("unhandled non-standard exception in handler (" + log::request_context(req) +
-                       ")");
+            log::error(req, "unhandled non-standard exception in handler (" +
+                                log::request_context(req) + ")");
         }
         return response::error(500);
     } catch (...) {

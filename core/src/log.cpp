@@ -1,4 +1,5 @@
-// Access log (buffered, flushed in the background) and error log (stderr, immediate).
+// Access log (buffered, flushed in the background) and error log (stderr, immediate; a level and
+// a text or JSON format).
 #include <corgi/core/completion.hpp>
 #include <corgi/core/log.hpp>
 #include <corgi/core/request.hpp>
@@ -10,6 +11,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
+#include <iterator>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -112,22 +114,6 @@ constexpr char clf_format[] = "[%d/%b/%Y:%H:%M:%S +0000]";  // [10/Oct/2000:13:5
 constexpr char iso_format[] = "%Y-%m-%dT%H:%M:%SZ";
 const char* clf_time() { return cached_time<clf_format>(); }
 const char* iso_time() { return cached_time<iso_format>(); }
-
-void write_stderr(std::string_view level, std::string_view message) {
-    std::string line;
-    line.reserve(message.size() + 24);
-    line += "[corgi] ";
-    line += level;
-    line += ": ";
-    line += message;
-    if (line.back() != '\n') line += '\n';
-    std::size_t off = 0;
-    while (off < line.size()) {
-        ssize_t n = ::write(STDERR_FILENO, line.data() + off, line.size() - off);
-        if (n <= 0) return;
-        off += static_cast<std::size_t>(n);
-    }
-}
 
 }  // namespace
 
@@ -272,7 +258,11 @@ void append_escaped(std::string& out, std::string_view v) {
 std::size_t utf8_sequence(std::string_view s, std::size_t i) {
     const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
     const unsigned char c = b(i);
-    std::size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+    // 0xf5-0xff never start one (they would encode past U+10FFFF).
+    std::size_t n = c >= 0xf0 && c <= 0xf4  ? 4
+                    : c >= 0xe0 && c < 0xf0 ? 3
+                    : c >= 0xc2 && c < 0xe0 ? 2
+                                            : 0;
     if (n == 0 || i + n > s.size()) return 0;
     for (std::size_t k = 1; k < n; ++k)
         if ((b(i + k) & 0xc0) != 0x80) return 0;
@@ -527,23 +517,170 @@ void flush() noexcept {
     }
 }
 
-void error(std::string_view message) noexcept {
+// --- error log --------------------------------------------------------------------------------
+
+namespace {
+
+constexpr std::string_view level_names[] = {"debug", "info", "warning", "error", "critical"};
+
+std::atomic<int> threshold{static_cast<int>(level::info)};
+std::atomic<bool> error_json{false};
+
+bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return (x >= 'A' && x <= 'Z' ? x - 'A' + 'a' : x) == y;
+           });
+}
+
+level parse_level(std::string_view name) {
+    for (std::size_t i = 0; i < std::size(level_names); ++i)
+        if (iequals(name, level_names[i])) return static_cast<level>(i);
+    throw std::invalid_argument("log level: unknown level '" + std::string(name) +
+                                "' (expected debug, info, warning, error or critical)");
+}
+
+bool parse_error_format(std::string_view name) {
+    if (name == "text") return false;
+    if (name == "json") return true;
+    throw std::invalid_argument("error log format: unknown format '" + std::string(name) +
+                                "' (expected text or json)");
+}
+
+std::string_view without_trailing_newlines(std::string_view s) {
+    while (!s.empty() && s.back() == '\n') s.remove_suffix(1);
+    return s;
+}
+
+// "2024-05-01T12:00:00.123Z", from one clock reading (seconds and milliseconds agree).
+void append_iso_millis(std::string& out) {
+    const auto now = std::chrono::system_clock::now().time_since_epoch();
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now).count();
+    const std::time_t seconds = static_cast<std::time_t>(ms / 1000);
+    std::tm tm{};
+    ::gmtime_r(&seconds, &tm);
+    char text[32];
+    const std::size_t n = std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
+    out.append(text, n);
+    const unsigned frac = static_cast<unsigned>(ms % 1000);
+    out += '.';
+    out += static_cast<char>('0' + frac / 100);
+    out += static_cast<char>('0' + frac / 10 % 10);
+    out += static_cast<char>('0' + frac % 10);
+    out += 'Z';
+}
+
+void append_error_json(std::string& line, level l, std::string_view request_id,
+                       std::string_view message, std::string_view traceback) {
+    auto str = [&](const char* key, std::string_view v) {
+        line += ",\"";
+        line += key;
+        line += "\":\"";
+        append_json(line, v);
+        line += '"';
+    };
+    line += "{\"time\":\"";
+    append_iso_millis(line);
+    line += '"';
+    str("level", level_names[static_cast<int>(l)]);
+    // getpid() each time, not current_pid()'s per-thread cache: the main thread logs before the
+    // master forks a worker and after, in both processes.
+    line += ",\"pid\":";
+    append_number(line, static_cast<std::uint64_t>(::getpid()));
+    str("message", without_trailing_newlines(message));
+    if (!request_id.empty()) str("request_id", request_id);
+    traceback = without_trailing_newlines(traceback);
+    if (!traceback.empty()) str("traceback", traceback);
+    line += "}\n";
+}
+
+void append_error_text(std::string& line, level l, std::string_view message,
+                       std::string_view traceback) {
+    line += "[corgi] ";
+    line += level_names[static_cast<int>(l)];
+    line += ": ";
+    line += message;
+    if (!traceback.empty()) {
+        line += ":\n";
+        line += traceback;
+    }
+    if (line.back() != '\n') line += '\n';
+}
+
+// One write() per line, so lines of concurrent threads and processes do not interleave.
+void write_error(level l, std::string_view request_id, std::string_view message,
+                 std::string_view traceback) noexcept {
+    if (!enabled(l)) return;
     try {
-        write_stderr("error", message);
+        std::string line;
+        line.reserve(message.size() + traceback.size() + 96);
+        if (error_json.load(std::memory_order_relaxed))
+            append_error_json(line, l, request_id, message, traceback);
+        else
+            append_error_text(line, l, message, traceback);
+        std::size_t off = 0;
+        while (off < line.size()) {
+            ssize_t n = ::write(STDERR_FILENO, line.data() + off, line.size() - off);
+            if (n <= 0) return;  // stderr closed: the line is lost, the server is not
+            off += static_cast<std::size_t>(n);
+        }
     } catch (...) {
+        // Logging must never fail its caller.
     }
 }
-void warning(std::string_view message) noexcept {
-    try {
-        write_stderr("warning", message);
-    } catch (...) {
-    }
+
+}  // namespace
+
+void set_level(std::string_view name) {
+    threshold.store(static_cast<int>(parse_level(name)), std::memory_order_relaxed);
 }
-void info(std::string_view message) noexcept {
-    try {
-        write_stderr("info", message);
-    } catch (...) {
-    }
+void validate_level(std::string_view name) { parse_level(name); }
+bool enabled(level l) noexcept {
+    return static_cast<int>(l) >= threshold.load(std::memory_order_relaxed);
+}
+
+void set_error_format(std::string_view name) {
+    error_json.store(parse_error_format(name), std::memory_order_relaxed);
+}
+void validate_error_format(std::string_view name) { parse_error_format(name); }
+
+for_request::for_request(const request& req) noexcept : id(req.id()) {}
+
+void debug(std::string_view message) noexcept { write_error(level::debug, {}, message, {}); }
+void debug(std::string_view message, std::string_view traceback) noexcept {
+    write_error(level::debug, {}, message, traceback);
+}
+void debug(const for_request& req, std::string_view message, std::string_view traceback) noexcept {
+    write_error(level::debug, req.id, message, traceback);
+}
+void info(std::string_view message) noexcept { write_error(level::info, {}, message, {}); }
+void info(std::string_view message, std::string_view traceback) noexcept {
+    write_error(level::info, {}, message, traceback);
+}
+void info(const for_request& req, std::string_view message, std::string_view traceback) noexcept {
+    write_error(level::info, req.id, message, traceback);
+}
+void warning(std::string_view message) noexcept { write_error(level::warning, {}, message, {}); }
+void warning(std::string_view message, std::string_view traceback) noexcept {
+    write_error(level::warning, {}, message, traceback);
+}
+void warning(const for_request& req, std::string_view message,
+             std::string_view traceback) noexcept {
+    write_error(level::warning, req.id, message, traceback);
+}
+void error(std::string_view message) noexcept { write_error(level::error, {}, message, {}); }
+void error(std::string_view message, std::string_view traceback) noexcept {
+    write_error(level::error, {}, message, traceback);
+}
+void error(const for_request& req, std::string_view message, std::string_view traceback) noexcept {
+    write_error(level::error, req.id, message, traceback);
+}
+void critical(std::string_view message) noexcept { write_error(level::critical, {}, message, {}); }
+void critical(std::string_view message, std::string_view traceback) noexcept {
+    write_error(level::critical, {}, message, traceback);
+}
+void critical(const for_request& req, std::string_view message,
+              std::string_view traceback) noexcept {
+    write_error(level::critical, req.id, message, traceback);
 }
 
 }  // namespace corgi::log

@@ -1283,18 +1283,21 @@ std::string describe(const request& req) {
 struct stuck_watch {
     net::steady_timer timer;
     std::string what;
+    std::string request_id;  // the request object has moved on by the time the watch fires
     steady::time_point started;
-    stuck_watch(const net::any_io_executor& ex, std::string w, steady::time_point s)
-        : timer(ex), what(std::move(w)), started(s) {}
+    stuck_watch(const net::any_io_executor& ex, std::string w, std::string_view id,
+                steady::time_point s)
+        : timer(ex), what(std::move(w)), request_id(id), started(s) {}
 };
 
 void watch_for_stuck(const std::shared_ptr<stuck_watch>& watch, std::chrono::milliseconds grace) {
     watch->timer.expires_after(grace);
     watch->timer.async_wait([watch](boost::system::error_code ec) {
         if (ec) return;  // the handler ended in time
-        log::error("request deadline: " + watch->what + " is stuck: still running " +
-                   seconds_text(steady::now() - watch->started) +
-                   " after it started, ignoring its cancellation");
+        log::error(log::for_request(watch->request_id),
+                   "request deadline: " + watch->what + " is stuck: still running " +
+                       seconds_text(steady::now() - watch->started) +
+                       " after it started, ignoring its cancellation");
         if (!supervision::request_replacement(supervision::replacement_reason::stuck_request,
                                               watch->what))
             log::error(
@@ -1310,7 +1313,7 @@ task<void> expire_at(steady::time_point deadline, std::shared_ptr<stuck_watch>& 
     auto ex = co_await net::this_coro::executor;
     net::steady_timer timer(ex, deadline);
     co_await timer.async_wait(net::use_awaitable);
-    watch = std::make_shared<stuck_watch>(ex, describe(req), req.handler_started);
+    watch = std::make_shared<stuck_watch>(ex, describe(req), req.id(), req.handler_started);
     watch_for_stuck(watch, grace);
 }
 
@@ -1359,8 +1362,8 @@ task<response> run_with_deadline(const handler& target, request& req,
         }
         co_return std::move(res);
     }
-    log::warning("request deadline: " + describe(req) + " ran past its " + seconds_text(limit) +
-                 ": cancelled, answered 504 Gateway Timeout");
+    log::warning(req, "request deadline: " + describe(req) + " ran past its " +
+                          seconds_text(limit) + ": cancelled, answered 504 Gateway Timeout");
     co_return response::error(504);
 }
 

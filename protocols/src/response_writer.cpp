@@ -89,7 +89,10 @@ void log_framing_error(const response& res, const response_framing& framing,
     }
     line += ": ";
     line += what;
-    log::error(line);
+    if (framing.req)
+        log::error(*framing.req, line);
+    else
+        log::error(line);
 }
 
 // The handler's Content-Length when valid, else nullopt (an invalid one logged: it is replaced by

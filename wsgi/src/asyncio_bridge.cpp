@@ -227,7 +227,7 @@ void run_step_on_fiber(fiber& f, PyObject* task, PyObject* exc) {
     ++f.aio_step_depth;
     py_ref r(real_step(task, exc));
     --f.aio_step_depth;
-    if (!r) log::error("wsgi: asyncio task step failed:\n" + fetch_traceback());
+    if (!r) log::error("wsgi: asyncio task step failed", fetch_traceback());
     if (outer) restore_current_task(f.owner(), std::move(outer));
 }
 
@@ -296,7 +296,7 @@ void end_binding(fiber& f, PyObject* loop) {
         py_ref kw(dummy ? Py_BuildValue("{s:O}", "context", dummy.get()) : nullptr);
         if (!call_soon || !pos || !kw ||
             !py_ref(PyObject_Call(call_soon.get(), pos.get(), kw.get())))
-            log::error("wsgi: asyncio: cannot reschedule a task step:\n" + fetch_traceback());
+            log::error("wsgi: asyncio: cannot reschedule a task step", fetch_traceback());
     }
     if (!py_ref(PyObject_CallOneArg(g_set_running_loop, Py_None))) PyErr_Clear();
     PyErr_Restore(type, value, tb);
@@ -333,11 +333,11 @@ void aio_driver::step() {
         // The lane's own thread state runs the steps: from now on get_running_loop() there is this
         // loop.
         py_ref r(PyObject_CallOneArg(g_set_running_loop, loop.get()));
-        if (!r) log::error("wsgi: asyncio: " + fetch_traceback());
+        if (!r) log::error("wsgi: asyncio: cannot set the lane's running loop", fetch_traceback());
         running_loop_set = true;
     }
     py_ref r(PyObject_CallNoArgs(run_once.get()));
-    if (!r) log::error("wsgi: asyncio loop step failed:\n" + fetch_traceback());
+    if (!r) log::error("wsgi: asyncio loop step failed", fetch_traceback());
     arm();
 }
 
@@ -541,7 +541,7 @@ void restore_current_task(lane& l, py_ref task) {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     if (PyDict_SetItem(g_current_tasks, loop, task.get()) != 0)
-        log::error("wsgi: asyncio: " + fetch_traceback());
+        log::error("wsgi: asyncio: cannot restore the current task", fetch_traceback());
     PyErr_Restore(type, value, tb);
 }
 

@@ -132,11 +132,14 @@ void watchdog::run_watch() {
 }
 
 void watchdog::report_stuck(const entry& e) {
-    log::error("harakiri: " + e.what + " is stuck: running for " +
-               seconds_text(steady::now() - e.started) + ", " + seconds_text(grace_) +
-               " past its deadline, in code that RequestTimeout cannot interrupt (C code "
-               "holding the lane, such as time.sleep or a C loop); its lane serves nothing else "
-               "meanwhile");
+    // The call's request_id outlives the request object (call.hpp) and is not written meanwhile.
+    log::error(
+        log::for_request(e.c->request_id),
+        "harakiri: " + e.what + " is stuck: running for " +
+            seconds_text(steady::now() - e.started) + ", " + seconds_text(grace_) +
+            " past its deadline, in code that RequestTimeout cannot interrupt (C code "
+            "holding the lane, such as time.sleep or a C loop); its lane serves nothing else "
+            "meanwhile");
     if (replacement_asked_) return;
     replacement_asked_ = true;
     if (supervision::request_replacement(supervision::replacement_reason::stuck_request, e.what)) {

@@ -73,15 +73,17 @@ void fail(call& c, const char* what) {
         // Expected: the request ran past its deadline and ended through RequestTimeout (the
         // client has its 504). Where it was is worth knowing: the traceback goes along.
         // (c.req is the connection's, which has moved on: not to be read here.)
-        log::warning("wsgi: " + c.app->spec + ": request ended by its deadline (RequestTimeout)" +
-                     (tb.empty() ? std::string() : ":\n" + tb));
+        log::warning(log::for_request(c.request_id),
+                     "wsgi: " + c.app->spec + ": request ended by its deadline (RequestTimeout)",
+                     tb);
     } else if (client_gone(c)) {
         // The app saw the client leave (write() or wsgi.input raised): expected, not an app error.
-        log::info("wsgi: " + c.app->spec + ": client went away");
+        log::info(log::for_request(c.request_id), "wsgi: " + c.app->spec + ": client went away");
     } else {
-        log::error("wsgi: " + c.app->spec + " (request " +
-                   (c.request_id.empty() ? std::string("-") : c.request_id) + "): " + what +
-                   (tb.empty() ? std::string() : ":\n" + tb));
+        log::error(log::for_request(c.request_id),
+                   "wsgi: " + c.app->spec + " (request " +
+                       (c.request_id.empty() ? std::string("-") : c.request_id) + "): " + what,
+                   tb);
     }
     if (!c.headers_sent) {
         c.resp = error_response(c.failed_read_status ? c.failed_read_status : 500);
@@ -108,8 +110,10 @@ void fail_and_close(call& c, PyObject* result, const char* what) {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     if (result && !close_result(result)) {
-        log::error("wsgi: " + c.app->spec + " (request " + c.request_id +
-                   "): close() of the response iterable raised:\n" + fetch_traceback());
+        log::error(log::for_request(c.request_id),
+                   "wsgi: " + c.app->spec + " (request " + c.request_id +
+                       "): close() of the response iterable raised",
+                   fetch_traceback());
     }
     PyErr_Restore(type, value, tb);
     fail(c, what);
@@ -220,8 +224,10 @@ void deliver(call& c, PyObject* result) {
                 return fail_and_close(c, result, "ran past its deadline");
             // The client is gone: stop producing, but close() all the same.
             if (!close_result(result)) {
-                log::error("wsgi: " + c.app->spec + " (request " + c.request_id +
-                           "): close() of the response iterable raised:\n" + fetch_traceback());
+                log::error(log::for_request(c.request_id),
+                           "wsgi: " + c.app->spec + " (request " + c.request_id +
+                               "): close() of the response iterable raised",
+                           fetch_traceback());
             }
             return;
         }
