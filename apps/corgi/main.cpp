@@ -507,6 +507,8 @@ int main(int argc, char** argv) {
     cli::options o;
     try {
         o = cli::parse(args, environ);
+        log::set_level(o.cfg.log_level);
+        log::set_error_format(o.cfg.error_log_format);
         for (const auto& w : o.warnings) std::cerr << "corgi: warning: " << w << "\n";
         if (o.cmd == cli::command::help) {
             std::cout << cli::help_text();

@@ -137,8 +137,6 @@ setting listener_setting(config& cfg, std::string key, std::string proto,
     return s;
 }
 
-constexpr std::string_view log_levels[] = {"debug", "info", "warning", "error", "critical"};
-
 }  // namespace
 
 std::string normalize_protocol_name(std::string_view name) {
@@ -350,10 +348,7 @@ void add_core_settings(settings_schema& schema, config& cfg) {
             std::string level = v.get<std::string>();
             for (char& c : level)
                 c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-            if (std::find(std::begin(log_levels), std::end(log_levels), level) ==
-                std::end(log_levels))
-                throw std::invalid_argument("unknown log level '" + v.get<std::string>() +
-                                            "' (expected debug, info, warning, error or critical)");
+            log::validate_level(level);
             cfg.log_level = level;
         };
         schema.add(std::move(s));
@@ -362,9 +357,7 @@ void add_core_settings(settings_schema& schema, config& cfg) {
         setting s =
             text_setting({"error_log_format"}, {"--error-log-format"}, {}, cfg.error_log_format);
         s.set = [&cfg](const nlohmann::json& v) {
-            if (v != "text" && v != "json")
-                throw std::invalid_argument("unknown error log format " + v.dump() +
-                                            " (expected text or json)");
+            log::validate_error_format(v.get<std::string>());
             cfg.error_log_format = v.get<std::string>();
         };
         schema.add(std::move(s));

@@ -293,7 +293,7 @@ def test_print_config_is_a_config_file_corgi_reads_back(tmp_path):
         ([], {"CORGI_FIBER_STACK_KIB": "8"}, "CORGI_FIBER_STACK_KIB", "must be between 64 and 65536"),
         ([], {"CORGI_MASTER": "sometimes"}, "CORGI_MASTER", "expected true or false"),
         ([], {"CORGI_HTTP": "nowhere"}, "CORGI_HTTP", "expected host:port"),
-        (["--log-level", "loud"], {}, "--log-level", "unknown log level 'loud'"),
+        (["--log-level", "loud"], {}, "--log-level", "unknown level 'loud'"),
         (["--error-log-format", "xml"], {}, "--error-log-format", "expected text or json"),
         (["--timeout", "-1"], {}, "--timeout", "non-negative"),
         (["-b", "fd://3"], {}, "-b", "fd:// binds are not supported"),

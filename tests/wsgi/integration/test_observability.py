@@ -127,3 +127,32 @@ def test_bad_formats_and_proxy_lists_exit_2_naming_them(corgi):
         r = subprocess.run([corgi_binary(), *args, "--check-config"], capture_output=True, text=True, timeout=10)
         assert r.returncode == 2, (args, r.stderr)
         assert needle in r.stderr, (args, r.stderr)
+
+
+def test_json_error_log_carries_the_traceback_and_request_id_as_fields(corgi):
+    srv = corgi(*python_app("--wsgi", "plain_apps:fail_before_headers"), "--error-log-format", "json")
+    status, headers, _ = srv.get("/boom", headers={"X-Request-Id": "json-error-log-1"})
+    assert status == 500 and headers["x-request-id"] == "json-error-log-1"
+    assert srv.wait_for_log("json-error-log-1")
+    records = []
+    for line in srv.stderr().splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))  # every JSON line parses: one record per line
+    [rec] = [r for r in records if r.get("request_id") == "json-error-log-1"]
+    assert rec["level"] == "error"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", rec["time"])
+    assert rec["pid"] == srv.proc.pid
+    assert rec["traceback"].startswith("Traceback (most recent call last)")
+    assert "RuntimeError: boom before start_response" in rec["traceback"]
+    assert "Traceback" not in rec["message"]
+
+
+def test_log_level_drops_lines_below_it(corgi):
+    quiet = corgi(*python_app("--wsgi", "plain_apps:fail_before_headers"), "--log-level", "critical")
+    loud = corgi(*python_app("--wsgi", "plain_apps:fail_before_headers"), "--log-level", "ERROR")
+    for srv in (quiet, loud):
+        assert srv.get("/boom")[0] == 500
+        assert srv.get("/ok")[2] == b"still serving"
+    assert loud.wait_for_log("RuntimeError: boom before start_response")
+    time.sleep(0.3)  # the quiet server answered the same requests: its error line would be written by now
+    assert "boom before start_response" not in quiet.stderr()
