@@ -147,14 +147,29 @@ options parse(const std::vector<std::string>& args, char** environment) {
             (flag == "--match" ? o.match : o.build) = value;
             continue;
         }
-        if (flag == "-k" || flag == "--worker-class" || flag == "-n" || flag == "--name") {
-            // Gunicorn's worker class and process name have no meaning here: each worker serves
-            // C++ on io threads and Python on fiber lanes.
+        if (flag == "-k" || flag == "--worker-class") {
+            // Gunicorn's worker class has no meaning here: each worker serves C++ on io threads
+            // and Python on fiber lanes.
             take_value();
-            o.warnings.push_back(flag + " " + value + " ignored: corgi's workers are its own kind");
+            o.warnings.push_back(flag + " " + value +
+                                 " ignored: corgi's workers serve C++ on io threads and Python "
+                                 "on fiber lanes");
+            continue;
+        }
+        if (flag == "-n" || flag == "--name") {
+            take_value();
+            o.warnings.push_back(flag + " " + value +
+                                 " ignored: corgi does not rename its processes");
             continue;
         }
         const setting* s = schema.find_flag(flag);
+        if (!s && !flag.starts_with("--") && flag.size() > 2) {  // -w4, -b127.0.0.1:8000
+            if (const setting* short_flag = schema.find_flag(flag.substr(0, 2));
+                short_flag && short_flag->type != setting_type::boolean) {
+                flags.push_back({short_flag, flag.substr(0, 2), flag.substr(2)});
+                continue;
+            }
+        }
         if (!s && flag.starts_with("--no-")) {  // --no-FLAG: a boolean set to false
             s = schema.find_flag("--" + flag.substr(5));
             if (s && s->type == setting_type::boolean && !has_value) {
@@ -165,6 +180,14 @@ options parse(const std::vector<std::string>& args, char** environment) {
         }
         if (!s) throw usage_error("unknown option '" + flag + "' (see corgi --help)");
         if (s->type == setting_type::boolean) {
+            // A switch takes no separate value: "--preload false" would make "false" the
+            // APP_MODULE.
+            if (!has_value && i + 1 < args.size()) {
+                const std::string& next = args[i + 1];
+                if (next == "true" || next == "false" || next == "yes" || next == "no" ||
+                    next == "on" || next == "off" || next == "0" || next == "1")
+                    throw usage_error(flag + " takes no value: write " + flag + "=" + next);
+            }
             flags.push_back({s, flag, has_value ? value : "true"});
             continue;
         }
@@ -184,8 +207,11 @@ options parse(const std::vector<std::string>& args, char** environment) {
     for (const auto& f : files) {
         if (f.ini)
             read_ini_file(schema, f.path, o.warnings);
-        else
-            schema.apply_document(read_json_file(f.path), f.path);
+        else {
+            nlohmann::json doc = read_json_file(f.path);
+            if (doc.is_object() && doc.contains("routes")) o.cfg.routes_origin = f.path;
+            schema.apply_document(doc, f.path);
+        }
     }
     schema.apply_environment(environment, [&](const std::string& name) {
         if (!not_settings.contains(name) && !name.starts_with("CORGI_TEST_"))

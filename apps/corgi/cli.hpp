@@ -23,6 +23,7 @@ enum class command { serve, routes, check_config, print_config, help, version };
 // Everything the corgi binary is configured with: core's settings and the WSGI layer's.
 struct settings : config {
     wsgi::python_settings python;
+    std::string routes_origin;  // the JSON file the routes came from (named in URL-map errors)
 };
 
 struct options {

@@ -24,7 +24,13 @@ std::string trim(std::string_view s) {
 // are removed at exit (vacuum), SIGTERM stops gracefully (die-on-term).
 bool honoured_without_setting(const std::string& key, const std::string& value,
                               const std::string& where, std::vector<std::string>& warnings) {
-    if (key == "vacuum") return true;
+    if (key == "vacuum") {
+        if (!parse_boolean_text(value, where))
+            warnings.push_back(where +
+                               ": vacuum = false is not corgi's way: it always removes its "
+                               "unix sockets and pidfile at exit");
+        return true;
+    }
     if (key == "die-on-term") {
         if (!parse_boolean_text(value, where))
             warnings.push_back(where +
@@ -81,8 +87,8 @@ std::string expand(std::string_view value, const ini_place& at,
             case 'c':  // the name of the directory holding it
                 out += at.file.parent_path().filename().string();
                 break;
-            case 'x':  // the section being read
-                out += at.section;
+            case 'x':  // the section being read, as FILE:SECTION
+                out += at.file.filename().string() + ":" + at.section;
                 break;
             case 'k':
                 out += std::to_string(std::max(1u, std::thread::hardware_concurrency()));

@@ -77,7 +77,12 @@ std::shared_ptr<url_map> build_map(const cli::settings& cfg, bool load_python) {
             return [](request&) -> task<response> { co_return response::error(503); };
         };
     }
-    return compile_routes(routes, targets);
+    try {
+        return compile_routes(routes, targets);
+    } catch (const config_error& e) {
+        if (cfg.routes_origin.empty()) throw;
+        throw config_error(cfg.routes_origin + ": " + e.pointer, e.message);
+    }
 }
 
 dispatch_options dispatch_options_of(const cli::settings& cfg) {

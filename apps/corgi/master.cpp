@@ -135,6 +135,7 @@ struct worker {
     bool ready = false;
     bool retiring = false;  // told to stop: its exit is expected, not respawned
     bool queued = false;    // waiting in the replacement queue
+    restart_cause queued_cause = restart_cause::reload;  // counted once it is retired for it
     bool boot_timed_out = false;
     clock::time_point started;
     clock::time_point ready_at;
@@ -405,7 +406,7 @@ class supervisor {
     void queue_replacement(worker& w, const std::string& why, restart_cause cause) {
         if (w.queued || w.retiring) return;
         w.queued = true;
-        count_restart(cause);
+        w.queued_cause = cause;
         replace_queue_.push_back(w.pid);
         if (why != "reload") say("worker " + std::to_string(w.pid) + " to be replaced: " + why);
     }
@@ -774,6 +775,9 @@ class supervisor {
     }
 
     void retire(worker& w, clock::time_point now) {
+        // A recycle or reload counts when it happens: not when it was queued (a reload may be
+        // abandoned), nor twice for a queued worker that crashes first (counted as a crash).
+        if (w.queued && !stopping_) count_restart(w.queued_cause);
         w.retiring = true;
         w.kill_at = now + opts_.graceful_timeout + kill_margin;
         ::kill(w.pid, SIGTERM);

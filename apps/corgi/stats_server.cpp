@@ -132,9 +132,10 @@ stats::server_view view_of(const stats_sources& src, std::vector<std::uint64_t>&
             const long tid = slot.io_tids[t].load(std::memory_order_relaxed);
             w.io_thread_cpu_seconds.push_back(tid ? cpu_seconds_of(pid, tid) : 0.0);
         }
-        const std::uint64_t requests = slot.table.requests.load(std::memory_order_relaxed);
+        const std::uint64_t requests = slot.table.total_requests();
         // A new worker in the slot starts from 0 again.
         w.delta_requests = requests >= requests_seen[i] ? requests - requests_seen[i] : requests;
+        requests_seen[i] = requests;  // the same read: no request falls between two deltas
         view.workers.push_back(w);
     }
     return view;
@@ -169,13 +170,7 @@ std::string render_stats(const stats_sources& src, stats_format format,
         const bool consistent = !src.board || src.board->header().fold_sequence.load(
                                                   std::memory_order_acquire) == before;
         if (!consistent && attempt < 1000) continue;
-        if (previous_requests) {
-            for (const auto& w : view.workers)
-                if (w.table && static_cast<std::size_t>(w.id - 1) < seen.size())
-                    seen[static_cast<std::size_t>(w.id - 1)] =
-                        w.table->requests.load(std::memory_order_relaxed);
-            *previous_requests = std::move(seen);
-        }
+        if (previous_requests) *previous_requests = std::move(seen);
         return out;
     }
 }

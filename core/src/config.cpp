@@ -62,6 +62,7 @@ nlohmann::json gunicorn_bind(std::string_view text) {
                            "fd:// binds are not supported: pass sockets by systemd socket "
                            "activation (LISTEN_FDS, docs/deploy.md)");
     if (text.starts_with("/")) return "unix:" + std::string(text);
+    if (text.starts_with("[") && text.ends_with("]")) return std::string(text) + ":8000";
     if (!text.starts_with("unix:") && !text.starts_with("[") &&
         text.find(':') == std::string_view::npos)
         return std::string(text) + ":8000";
@@ -210,7 +211,9 @@ void add_core_settings(settings_schema& schema, config& cfg) {
         s.flags = {"--chmod-socket"};
         s.ini = {"chmod-socket"};
         // uWSGI: chmod-socket without a value is 666.
-        s.from_text = [](std::string_view t) { return t.empty() ? "666" : std::string(t); };
+        s.from_text = [](std::string_view t) {
+            return t.empty() || t == "true" ? "666" : std::string(t);
+        };
         s.set = [&cfg](const nlohmann::json& v) {
             cfg.server.unix_socket_mode = parse_socket_mode(
                 v.is_string() ? v.get<std::string>() : std::to_string(v.get<std::uint64_t>()), "");
@@ -258,8 +261,8 @@ void add_core_settings(settings_schema& schema, config& cfg) {
     auto& l = cfg.server.limits;
     schema.add(count_setting({"limits/max_header_bytes"}, {"--max-header-bytes"}, {"buffer-size"},
                              l.max_header_bytes, 1024, 64 * 1024 * 1024));
-    schema.add(count_setting({"limits/max_body_bytes"}, {"--max-body-bytes"}, {"limit-post"},
-                             l.max_body_bytes, 0, UINT64_MAX));
+    schema.add(count_setting({"limits/max_body_bytes"}, {"--max-body-bytes"}, {}, l.max_body_bytes,
+                             0, UINT64_MAX));
     schema.add(count_setting({"limits/max_connections"},
                              {"--max-connections", "--worker-connections"}, {}, l.max_connections,
                              1, 10'000'000));
@@ -328,8 +331,8 @@ void add_core_settings(settings_schema& schema, config& cfg) {
         return s;
     };
     schema.add(
-        log_file("access_log_file", {"--access-log", "--access-logfile"}, cfg.access_log_file));
-    schema.add(log_file("error_log_file", {"--error-log", "--error-logfile", "--log-file"},
+        log_file("access_log_file", {"--access-logfile", "--access-log"}, cfg.access_log_file));
+    schema.add(log_file("error_log_file", {"--error-logfile", "--error-log", "--log-file"},
                         cfg.error_log_file));
     {
         // uWSGI's logto: every log line to one file.
@@ -357,8 +360,11 @@ void add_core_settings(settings_schema& schema, config& cfg) {
         setting s =
             text_setting({"error_log_format"}, {"--error-log-format"}, {}, cfg.error_log_format);
         s.set = [&cfg](const nlohmann::json& v) {
-            log::validate_error_format(v.get<std::string>());
-            cfg.error_log_format = v.get<std::string>();
+            std::string format = v.get<std::string>();
+            for (char& c : format)
+                c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            log::validate_error_format(format);
+            cfg.error_log_format = format;
         };
         schema.add(std::move(s));
     }
@@ -436,12 +442,17 @@ void add_core_settings(settings_schema& schema, config& cfg) {
         s.type = setting_type::list;
         s.flags = {"--env", "-e"};
         s.ini = {"env"};
-        s.set = [](const nlohmann::json& v) {
+        s.set = [&cfg](const nlohmann::json& v) {
             const auto& text = v.get<std::string>();
             auto eq = text.find('=');
             if (eq == 0 || eq == std::string::npos)
                 throw std::invalid_argument("expects KEY=VALUE, got '" + text + "'");
             ::setenv(text.substr(0, eq).c_str(), text.substr(eq + 1).c_str(), 1);
+            cfg.environment.push_back(text);
+        };
+        s.get = [&cfg]() -> nlohmann::json {
+            if (cfg.environment.empty()) return nullptr;
+            return cfg.environment;
         };
         schema.add(std::move(s));
     }

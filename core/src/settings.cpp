@@ -189,7 +189,7 @@ void settings_schema::apply(const setting& s, const nlohmann::json& value, const
     };
     if (s.type == setting_type::list && value.is_array()) {
         for (std::size_t i = 0; i < value.size(); ++i)
-            set(value[i], where + "/" + std::to_string(i));
+            set(value[i], in_document_ ? where + "/" + std::to_string(i) : where);
         return;
     }
     set(value, where);
@@ -210,7 +210,14 @@ void settings_schema::apply_text(const setting& s, std::string_view text, const 
 }
 
 void settings_schema::apply_document(const nlohmann::json& doc, const std::string& file) {
-    apply_section(doc, "", file, "");
+    in_document_ = true;
+    try {
+        apply_section(doc, "", file, "");
+    } catch (...) {
+        in_document_ = false;
+        throw;
+    }
+    in_document_ = false;
 }
 
 void settings_schema::apply_section(const nlohmann::json& obj, const std::string& prefix,

@@ -22,15 +22,20 @@ constexpr std::size_t overflow_index = process_table::capacity - 1;
 constexpr std::size_t probe_slots = process_table::capacity - 1;
 constexpr std::string_view overflow_route = "(other)";
 
+// Only picks the probe start: same_key compares the whole key. Sizes, the first and last 8 bytes
+// of the route and the method's first 8 (a request's cost must not grow with its route's name).
 std::uint32_t hash_of(std::string_view route, std::string_view method, int status) noexcept {
-    std::uint32_t h = 2166136261u;
-    auto mix = [&h](std::string_view s) {
-        for (unsigned char c : s) h = (h ^ c) * 16777619u;
-        h = (h ^ 0xffu) * 16777619u;
+    auto word = [](std::string_view s, std::size_t at) {
+        std::uint64_t w = 0;
+        std::memcpy(&w, s.data() + at, std::min<std::size_t>(8, s.size() - at));
+        return w;
     };
-    mix(route);
-    mix(method);
-    return (h ^ static_cast<std::uint32_t>(status)) * 16777619u;
+    std::uint64_t h =
+        (route.size() << 24) ^ (method.size() << 16) ^ static_cast<std::uint64_t>(status);
+    h = (h ^ word(route, 0)) * 0x9e3779b97f4a7c15ull;
+    h = (h ^ word(route, route.size() > 8 ? route.size() - 8 : 0)) * 0x9e3779b97f4a7c15ull;
+    h = (h ^ word(method, 0)) * 0x9e3779b97f4a7c15ull;
+    return static_cast<std::uint32_t>(h >> 32);
 }
 
 void copy_name(char* dst, std::size_t capacity, std::string_view src) noexcept {
@@ -68,6 +73,8 @@ series& find_or_claim(process_table& t, std::string_view route, std::string_view
                 s.status = static_cast<std::uint16_t>(status);
                 copy_name(s.route, series::route_capacity, route);
                 copy_name(s.method, series::method_capacity, method);
+                s.route_size = static_cast<std::uint8_t>(route.size());
+                s.method_size = static_cast<std::uint8_t>(method.size());
                 s.state.store(ready, std::memory_order_release);
                 return s;
             }
@@ -84,18 +91,27 @@ series& find_or_claim(process_table& t, std::string_view route, std::string_view
     std::uint32_t state = o.state.load(std::memory_order_acquire);
     if (state == empty && o.state.compare_exchange_strong(state, claiming)) {
         copy_name(o.route, series::route_capacity, overflow_route);
+        o.route_size = static_cast<std::uint8_t>(overflow_route.size());
         o.method[0] = '\0';
+        o.method_size = 0;
         o.status = 0;
         o.state.store(ready, std::memory_order_release);
     }
     return o;
 }
 
+// The bounds in nanoseconds, so that a request's bucket costs integer compares only.
+constexpr auto duration_bounds_ns = [] {
+    std::array<std::uint64_t, duration_bounds.size()> ns{};
+    for (std::size_t b = 0; b < ns.size(); ++b)
+        ns[b] = static_cast<std::uint64_t>(duration_bounds[b] * 1e9 + 0.5);
+    return ns;
+}();
+
 std::size_t bucket_of(std::uint64_t duration_ns) noexcept {
-    const double seconds = static_cast<double>(duration_ns) / 1e9;
-    for (std::size_t b = 0; b < duration_bounds.size(); ++b)
-        if (seconds <= duration_bounds[b]) return b;
-    return duration_bounds.size();
+    for (std::size_t b = 0; b < duration_bounds_ns.size(); ++b)
+        if (duration_ns <= duration_bounds_ns[b]) return b;
+    return duration_bounds_ns.size();
 }
 
 process_table own_table{};
@@ -111,25 +127,65 @@ std::uint64_t load(const std::atomic<T>& a) noexcept {
 
 }  // namespace
 
-std::string_view series::route_name() const noexcept {
-    return {route, ::strnlen(route, sizeof route)};
-}
-std::string_view series::method_name() const noexcept {
-    return {method, ::strnlen(method, sizeof method)};
+std::string_view series::route_name() const noexcept { return {route, route_size}; }
+std::string_view series::method_name() const noexcept { return {method, method_size}; }
+std::uint64_t series::requests() const noexcept {
+    std::uint64_t n = 0;
+    for (const auto& b : buckets) n += b.load(std::memory_order_relaxed);
+    return n;
 }
 
-void process_table::record(std::string_view route, std::string_view method, int status,
-                           std::uint64_t duration, std::uint64_t in, std::uint64_t out) noexcept {
+namespace {
+// A counter of one io thread: only that thread writes it, so a plain load and store (no locked
+// instruction) is an increment; readers load it whole. The last index is shared by any threads
+// beyond max_io_threads: there, a real atomic add.
+void bump(std::atomic<std::uint64_t>& c, std::uint64_t n, std::size_t io_thread) noexcept {
+    if (io_thread + 1 < process_table::max_io_threads)
+        c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    else
+        c.fetch_add(n, std::memory_order_relaxed);
+}
+template <class Array>
+std::uint64_t sum(const Array& a) noexcept {
+    std::uint64_t n = 0;
+    for (const auto& c : a) n += c.load(std::memory_order_relaxed);
+    return n;
+}
+}  // namespace
+
+std::uint64_t process_table::total_requests() const noexcept {
+    return requests.load(std::memory_order_relaxed) + sum(core_requests);
+}
+std::uint64_t process_table::total_bytes_out() const noexcept {
+    return bytes_out.load(std::memory_order_relaxed) + sum(core_bytes_out);
+}
+std::uint64_t process_table::total_duration_ns() const noexcept {
+    return duration_ns.load(std::memory_order_relaxed) + sum(core_duration_ns);
+}
+
+void process_table::record(std::size_t io_thread, std::string_view route, std::string_view method,
+                           int status, std::uint64_t duration, std::uint64_t out) noexcept {
     constexpr auto r = std::memory_order_relaxed;
-    series& s = find_or_claim(*this, route.empty() ? unmatched_route : route, method, status);
-    s.count.fetch_add(1, r);
-    s.duration_ns.fetch_add(duration, r);
-    if (in) s.bytes_in.fetch_add(in, r);
-    if (out) s.bytes_out.fetch_add(out, r);
-    s.buckets[bucket_of(duration)].fetch_add(1, r);
-    requests.fetch_add(1, r);
-    bytes_out.fetch_add(out, r);
-    duration_ns.fetch_add(duration, r);
+    if (route.empty()) route = unmatched_route;
+    route = truncated(route, series::route_capacity);
+    // The series of this thread's previous request, when the key is the same (a busy route): no
+    // hash, no probe.
+    thread_local struct {
+        const process_table* table = nullptr;
+        series* s = nullptr;
+    } last;
+    series* s = last.s;
+    if (!(last.table == this && s->status == status && s->route_name() == route &&
+          s->method_name() == method)) {
+        s = &find_or_claim(*this, route, method, status);
+        last.table = this;
+        last.s = s;
+    }
+    s->duration_ns.fetch_add(duration, r);
+    s->buckets[bucket_of(duration)].fetch_add(1, r);
+    bump(core_requests[io_thread], 1, io_thread);
+    bump(core_bytes_out[io_thread], out, io_thread);
+    bump(core_duration_ns[io_thread], duration, io_thread);
     if (status >= 500) server_errors.fetch_add(1, r);
     if (status == 504) timeouts.fetch_add(1, r);
 }
@@ -139,16 +195,13 @@ void process_table::add(const process_table& o) noexcept {
     for (const series& from : o.entries) {
         if (from.state.load(std::memory_order_acquire) != ready) continue;
         series& to = find_or_claim(*this, from.route_name(), from.method_name(), from.status);
-        to.count.fetch_add(from.count.load(r), r);
         to.duration_ns.fetch_add(from.duration_ns.load(r), r);
-        to.bytes_in.fetch_add(from.bytes_in.load(r), r);
-        to.bytes_out.fetch_add(from.bytes_out.load(r), r);
         for (std::size_t b = 0; b < bucket_count; ++b)
             to.buckets[b].fetch_add(from.buckets[b].load(r), r);
     }
-    requests.fetch_add(o.requests.load(r), r);
-    bytes_out.fetch_add(o.bytes_out.load(r), r);
-    duration_ns.fetch_add(o.duration_ns.load(r), r);
+    requests.fetch_add(o.total_requests(), r);
+    bytes_out.fetch_add(o.total_bytes_out(), r);
+    duration_ns.fetch_add(o.total_duration_ns(), r);
     server_errors.fetch_add(o.server_errors.load(r), r);
     timeouts.fetch_add(o.timeouts.load(r), r);
     aborted.fetch_add(o.aborted.load(r), r);
@@ -172,10 +225,13 @@ std::size_t io_thread_index() noexcept {
 }
 
 void request_started() noexcept {
-    current().core_in_flight[io_thread_index()].fetch_add(1, std::memory_order_relaxed);
+    // Started and finished on the same io thread (a connection lives on one io_context).
+    auto& c = current().core_in_flight[io_thread_index()];
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 void request_finished() noexcept {
-    current().core_in_flight[io_thread_index()].fetch_sub(1, std::memory_order_relaxed);
+    auto& c = current().core_in_flight[io_thread_index()];
+    c.store(c.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
 }
 
 namespace {
@@ -195,12 +251,11 @@ void record(const request& req, const request_outcome& outcome,
     process_table& t = current();
     const std::uint64_t ns =
         duration.count() > 0 ? static_cast<std::uint64_t>(duration.count()) : 0;
-    t.record(req.endpoint, method_label(req.method), outcome.status, ns,
-             req.body ? req.body->received() : 0, outcome.bytes_out);
-    t.core_requests[io_thread_index()].fetch_add(1, std::memory_order_relaxed);
+    const std::size_t thread = io_thread_index();
+    t.record(thread, req.endpoint, method_label(req.method), outcome.status, ns, outcome.bytes_out);
     if (outcome.aborted) {
         t.aborted.fetch_add(1, std::memory_order_relaxed);
-        t.core_aborted[io_thread_index()].fetch_add(1, std::memory_order_relaxed);
+        t.core_aborted[thread].fetch_add(1, std::memory_order_relaxed);
     }
 }
 
@@ -213,7 +268,7 @@ std::map<std::string, route_figures> routes_of(const server_view& view) {
         for (const series& s : t.entries) {
             if (s.state.load(std::memory_order_acquire) != ready) continue;
             route_figures& f = routes[std::string(s.route_name())];
-            const std::uint64_t n = s.count.load(r);
+            const std::uint64_t n = s.requests();
             f.requests += n;
             f.duration_ns += s.duration_ns.load(r);
             for (std::size_t b = 0; b < bucket_count; ++b) f.buckets[b] += s.buckets[b].load(r);
@@ -241,14 +296,14 @@ totals totals_of(const server_view& view) {
     for (const auto& w : view.workers) {
         t.in_flight += w.in_flight;
         if (!w.table) continue;
-        t.requests += w.table->requests.load(r);
+        t.requests += w.table->total_requests();
         t.lanes += w.table->lanes.load(r);
         t.fiber_capacity += w.table->fiber_capacity.load(r);
         t.fibers_busy += load(w.table->fibers_busy);
         t.gil_wait_ns += w.table->gil_wait_ns.load(r);
     }
     if (view.retired) {
-        t.requests += view.retired->requests.load(r);
+        t.requests += view.retired->total_requests();
         t.gil_wait_ns += view.retired->gil_wait_ns.load(r);
     }
     return t;
@@ -292,9 +347,9 @@ nlohmann::json to_json(const server_view& view) {
         std::uint64_t requests = 0, duration = 0, tx = 0, errors = 0, timeouts = 0;
         std::uint64_t lanes = 0, capacity = 0, busy = 0, gil = 0;
         if (const process_table* pt = w.table) {
-            requests = pt->requests.load(r);
-            duration = pt->duration_ns.load(r);
-            tx = pt->bytes_out.load(r);
+            requests = pt->total_requests();
+            duration = pt->total_duration_ns();
+            tx = pt->total_bytes_out();
             errors = pt->server_errors.load(r);
             timeouts = pt->timeouts.load(r);
             lanes = pt->lanes.load(r);
@@ -506,9 +561,7 @@ std::string to_prometheus(const server_view& view) {
         label(out, "worker", std::to_string(w.id));
         out += ',';
         label(out, "pid", std::to_string(w.pid));
-        out += "} " +
-               std::to_string(w.table ? w.table->requests.load(std::memory_order_relaxed) : 0) +
-               "\n";
+        out += "} " + std::to_string(w.table ? w.table->total_requests() : 0) + "\n";
     }
     header(out, "corgi_listen_queue", "gauge",
            "Connections waiting in a listening socket's accept queue.");

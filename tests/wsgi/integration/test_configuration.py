@@ -236,8 +236,12 @@ def test_a_gunicorn_command_line_works_unchanged(tmp_path):
     assert cfg["max_requests"] == 100
     assert cfg["forwarded_allow_ips"] == ["127.0.0.1", "10.0.0.0/8"]
     assert cfg["wsgi"] == "flask_app:app"
-    cfg, _ = effective("--bind", "unix:/run/x.sock", "-b", "localhost", "app:app")
-    assert cfg["listen"] == [{"http": "unix:/run/x.sock"}, {"http": "localhost:8000"}]
+    cfg, _ = effective("--bind", "unix:/run/x.sock", "-b", "localhost", "-b", "[::1]", "app:app")
+    assert cfg["listen"] == [{"http": "unix:/run/x.sock"}, {"http": "localhost:8000"}, {"http": "[::1]:8000"}]
+    cfg, err = effective("-w4", "-b127.0.0.1:7020", "-k", "gthread", "-e", "A_CORGI_TEST_VAR=1", "app:app")
+    assert (cfg["workers"], cfg["listen"]) == (4, [{"http": "127.0.0.1:7020"}])
+    assert cfg["env"] == ["A_CORGI_TEST_VAR=1"]
+    assert "-k gthread ignored" in err
 
     srv = Server(args, EXAMPLES_DIR, str(tmp_path))
     try:
@@ -300,7 +304,9 @@ def test_print_config_is_a_config_file_corgi_reads_back(tmp_path):
         (["-c", "gunicorn.conf.py"], {}, "-c gunicorn.conf.py", "Python config files are not read"),
         (["--env", "NOEQUALS"], {}, "--env", "expects KEY=VALUE"),
         (["--mount", "nope"], {}, "--mount", "expects /PREFIX="),
-        (["a:app", "b:app"], {}, "unexpected argument 'b:app'", ""),
+                (["a:app", "b:app"], {}, "unexpected argument 'b:app'", ""),
+        (["--preload", "false"], {}, "--preload takes no value", "--preload=false"),
+        (["--forwarded-allow-ips", "127.0.0.1,nonsense"], {}, "--forwarded-allow-ips: ", "nonsense"),
     ],
 )
 def test_bad_values_exit_2_naming_flag_or_variable(args, env, names, message):
@@ -330,3 +336,22 @@ def test_unknown_corgi_variables_are_warned_about_and_check_config_says_ok():
     assert r.returncode == 0, r.stderr
     assert "CORGI_WROKERS is not a corgi setting; ignored" in r.stderr
     assert "configuration OK" in r.stdout
+
+
+def test_url_map_errors_name_the_file_and_ini_section_magic(tmp_path):
+    conf = write(tmp_path / "routes.json", json.dumps({"routes": [{"rule": "/x", "retrun": {"status": 200}}]}))
+    r = run_corgi("--config", conf, "--check-config")
+    assert r.returncode == 2 and f"{conf}: /routes/0" in r.stderr, r.stderr
+    ini = write(tmp_path / "site.ini", "[uwsgi]\nvacuum = false\npidfile = /run/%x.pid\n")
+    cfg, err = effective("--ini", ini)
+    assert cfg["pidfile"] == "/run/site.ini:uwsgi.pid"  # uWSGI's %x: FILE:SECTION
+    assert "site.ini:2 (vacuum): vacuum = false is not corgi's way" in err
+
+
+def test_log_file_variables_are_named_after_gunicorns_flags(tmp_path):
+    cfg, _ = effective(env={"CORGI_ACCESS_LOGFILE": str(tmp_path / "a.log"), "CORGI_ERROR_LOGFILE": "-",
+                            "CORGI_ERROR_LOG_FORMAT": "JSON", "CORGI_ACCESS_LOG_ENABLED": "no"})  # fmt: skip
+    assert cfg["access_log_file"] == str(tmp_path / "a.log")
+    assert cfg["error_log_file"] == "-"
+    assert cfg["error_log_format"] == "json"
+    assert cfg["access_log"] is False

@@ -3,7 +3,9 @@ no client can forge, and the request id in the response, environ, corgi.request_
 logging records and the error log."""
 
 import json
+import os
 import re
+import signal
 import socket
 import time
 
@@ -156,3 +158,31 @@ def test_log_level_drops_lines_below_it(corgi):
     assert loud.wait_for_log("RuntimeError: boom before start_response")
     time.sleep(0.3)  # the quiet server answered the same requests: its error line would be written by now
     assert "boom before start_response" not in quiet.stderr()
+
+
+def test_made_up_methods_share_one_metrics_label_and_reloads_count_as_reload(corgi):
+    from support import StatsClient, free_port, http_get
+
+    stats = StatsClient(free_port())
+    srv = corgi(*python_app("--wsgi", "plain_apps:echo_environ"), "--workers", "1", *stats.flags())
+    try:
+        stats.wait_workers(1)
+        for method in ("FOO", "BAR", "BAZ", "GET"):
+            assert b" 200 " in srv.raw(f"{method} /m HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            _, _, body = http_get(stats.port, "/metrics")
+            text = body.decode()
+            if 'method="OTHER"' in text and 'method="GET"' in text:
+                break
+            time.sleep(0.1)
+        assert re.search(r'corgi_requests_total\{route="/",method="OTHER",status="200"\} 3\b', text), text
+        assert 'method="FOO"' not in text and 'method="BAR"' not in text
+        before = stats.wait_workers(1)
+        old_pid = before["workers"][0]["pid"]
+        assert before["corgi"]["worker_restarts"]["reload"] == 0
+        os.kill(srv.proc.pid, signal.SIGHUP)
+        doc = stats.wait_workers(1, exclude=(old_pid,), timeout=60)
+        assert doc["corgi"]["worker_restarts"]["reload"] == 1
+    finally:
+        stats.end()

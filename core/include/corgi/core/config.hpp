@@ -73,6 +73,7 @@ struct config {
     std::string error_log_file;                // "" : stderr
     std::string log_level = "info";            // debug, info, warning, error, critical
     std::string error_log_format = "text";     // text or json
+    std::vector<std::string> environment;      // KEY=VALUE set by --env / env (already set)
     stats_settings stats;
     nlohmann::json routes = nlohmann::json::array();  // compiled by compile_routes()
 };

@@ -26,7 +26,7 @@ enum class setting_type {
     seconds,  // a non-negative number of seconds (fractions allowed)
     address,  // host:port, :port, [ipv6]:port, unix:/path (or a path starting with '/')
     mode,     // an octal file mode: "660" or 660
-    list,     // strings; each use adds one (a comma-separated list in the environment)
+    list,     // strings; each use adds one
     json,     // any JSON value, checked by the setting itself (routes, listen, mounts)
 };
 
@@ -44,7 +44,8 @@ struct setting {
     std::vector<std::string> ini;
     std::uint64_t min = 0, max = UINT64_MAX;  // count bounds
     // Repeatable settings that fill one list share a group ("listen"); values from a higher
-    // source replace the list a lower source filled.
+    // source replace the list a lower source filled. Those (the settings with `clear`) take
+    // comma-separated values in one environment variable.
     std::string group;
     // The text form (flags, environment, ini) -> the JSON value `set` takes; by default from the
     // type.
@@ -92,6 +93,7 @@ class settings_schema {
                        const std::string& file, const std::string& pointer);
     std::vector<setting> settings_;
     std::map<std::string, setting_source, std::less<>> group_source_;
+    bool in_document_ = false;  // list items are named by JSON pointers ("/pythonpath/1")
 };
 
 // The text of a boolean: true/false, yes/no, on/off, 1/0 (any case); throws config_error at

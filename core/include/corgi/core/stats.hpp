@@ -40,15 +40,16 @@ struct series {
     std::atomic<std::uint32_t> state;
     std::uint32_t hash;
     std::uint16_t status;
+    std::uint8_t route_size, method_size;  // of the names below (no strlen on the hot path)
     char route[route_capacity + 1];
     char method[method_capacity + 1];
-    std::atomic<std::uint64_t> count;
     std::atomic<std::uint64_t> duration_ns;  // sum
-    std::atomic<std::uint64_t> bytes_in, bytes_out;
-    std::atomic<std::uint64_t> buckets[bucket_count];  // per bucket, not cumulative
+    // Per bucket, not cumulative; their sum is the count (one atomic add less per request).
+    std::atomic<std::uint64_t> buckets[bucket_count];
 
     std::string_view route_name() const noexcept;
     std::string_view method_name() const noexcept;
+    std::uint64_t requests() const noexcept;
 };
 
 // What one process served. Zero-filled memory is an empty table.
@@ -59,6 +60,8 @@ struct process_table {
     static constexpr std::size_t capacity = 96;
     static constexpr std::size_t max_io_threads = 64;
     series entries[capacity];
+    // Totals folded in by add(); a live table's own are the per-thread figures below (each io
+    // thread writes only its own, with plain stores): total_requests() and friends sum both.
     std::atomic<std::uint64_t> requests;
     std::atomic<std::uint64_t> bytes_out;                      // uWSGI's tx
     std::atomic<std::uint64_t> duration_ns;                    // uWSGI's running_time (in ns here)
@@ -68,16 +71,21 @@ struct process_table {
     std::atomic<std::uint64_t> core_requests[max_io_threads];  // per io thread
     std::atomic<std::int64_t> core_in_flight[max_io_threads];  // per io thread
     std::atomic<std::uint64_t> core_aborted[max_io_threads];   // per io thread
+    std::atomic<std::uint64_t> core_bytes_out[max_io_threads];
+    std::atomic<std::uint64_t> core_duration_ns[max_io_threads];
     // Kept by the WSGI layer.
     std::atomic<std::uint64_t> lanes;
     std::atomic<std::uint64_t> fiber_capacity;  // lanes x fibers per lane
     std::atomic<std::int64_t> fibers_busy;
     std::atomic<std::uint64_t> gil_wait_ns;
 
-    // Called by request_done (any thread); lock-free, no allocation.
-    void record(std::string_view route, std::string_view method, int status,
-                std::uint64_t duration_ns, std::uint64_t bytes_in,
-                std::uint64_t bytes_out_count) noexcept;
+    // Called by request_done on io thread `io_thread` (io_thread_index()); lock-free, no
+    // allocation.
+    void record(std::size_t io_thread, std::string_view route, std::string_view method, int status,
+                std::uint64_t duration_ns, std::uint64_t bytes_out_count) noexcept;
+    std::uint64_t total_requests() const noexcept;
+    std::uint64_t total_bytes_out() const noexcept;
+    std::uint64_t total_duration_ns() const noexcept;
     // Adds `other`'s counters into this table (single writer: the master folding a worker that
     // exited). Gauges are not added.
     void add(const process_table& other) noexcept;
