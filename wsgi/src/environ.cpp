@@ -32,6 +32,8 @@ constexpr std::size_t max_cached_keys = 512;
 
 struct environ_state {
     PyObject* template_dict = nullptr;
+    PyObject* http_host = nullptr;  // interned keys of the template's placeholders
+    PyObject* http_x_request_id = nullptr;
     PyObject* request_method = nullptr;
     PyObject* script_name = nullptr;
     PyObject* path_info = nullptr;
@@ -147,7 +149,7 @@ bool add_headers(PyObject* env, const request& req) {
         py_ref key(header_key(name));
         if (!key) return false;
         PyObject* existing = PyDict_GetItemWithError(env, key.get());
-        if (!existing) {
+        if (!existing || existing == Py_None) {  // None: the template's placeholder
             if (PyErr_Occurred() || !set_steal(env, key.get(), latin1(value))) return false;
             continue;
         }
@@ -206,27 +208,34 @@ bool init_environ(bool multithread, bool multiprocess) {
     };
     // Keys set for every request come first with placeholders: the per-request copy already has
     // room for them and keeps the conventional order.
-    bool ok = put("REQUEST_METHOD", PyUnicode_FromString("")) &&
-              put("SCRIPT_NAME", PyUnicode_FromString("")) &&
-              put("PATH_INFO", PyUnicode_FromString("")) &&
-              put("QUERY_STRING", PyUnicode_FromString("")) &&
-              put("SERVER_NAME", PyUnicode_FromString("")) &&
-              put("SERVER_PORT", PyUnicode_FromString("")) &&
-              put("SERVER_PROTOCOL", PyUnicode_FromString("")) &&
-              put("REMOTE_ADDR", PyUnicode_FromString("")) &&
-              put("REMOTE_PORT", PyUnicode_FromString("")) &&
-              put("REQUEST_URI", PyUnicode_FromString("")) &&
-              put("SERVER_SOFTWARE", PyUnicode_FromString("corgi")) &&
-              put("wsgi.version", Py_BuildValue("(ii)", 1, 0)) &&
-              put("wsgi.url_scheme", PyUnicode_FromString("")) &&
-              put("wsgi.input", Py_NewRef(Py_None)) &&
-              put("wsgi.errors", Py_NewRef(errors_stream())) &&
-              put("wsgi.multithread", PyBool_FromLong(multithread)) &&
-              put("wsgi.multiprocess", PyBool_FromLong(multiprocess)) &&
-              put("wsgi.run_once", Py_NewRef(Py_False)) &&
-              put("wsgi.input_terminated", Py_NewRef(Py_True)) &&
-              put("wsgi.file_wrapper", Py_NewRef(reinterpret_cast<PyObject*>(file_wrapper_type())));
+    bool ok =
+        put("REQUEST_METHOD", PyUnicode_FromString("")) &&
+        put("SCRIPT_NAME", PyUnicode_FromString("")) &&
+        put("PATH_INFO", PyUnicode_FromString("")) &&
+        put("QUERY_STRING", PyUnicode_FromString("")) &&
+        put("SERVER_NAME", PyUnicode_FromString("")) &&
+        put("SERVER_PORT", PyUnicode_FromString("")) &&
+        put("SERVER_PROTOCOL", PyUnicode_FromString("")) &&
+        put("REMOTE_ADDR", PyUnicode_FromString("")) &&
+        put("REMOTE_PORT", PyUnicode_FromString("")) &&
+        put("REQUEST_URI", PyUnicode_FromString("")) &&
+        put("SERVER_SOFTWARE", PyUnicode_FromString("corgi")) &&
+        put("wsgi.version", Py_BuildValue("(ii)", 1, 0)) &&
+        put("wsgi.url_scheme", PyUnicode_FromString("")) && put("wsgi.input", Py_NewRef(Py_None)) &&
+        put("wsgi.errors", Py_NewRef(errors_stream())) &&
+        put("wsgi.multithread", PyBool_FromLong(multithread)) &&
+        put("wsgi.multiprocess", PyBool_FromLong(multiprocess)) &&
+        put("wsgi.run_once", Py_NewRef(Py_False)) &&
+        put("wsgi.input_terminated", Py_NewRef(Py_True)) &&
+        put("wsgi.file_wrapper", Py_NewRef(reinterpret_cast<PyObject*>(file_wrapper_type()))) &&
+        // Keys nearly every request has, as None placeholders that build_environ replaces
+        // or removes. They also take the template past 21 keys, so its copy has room for
+        // 20 more (a 64-slot table): headers are added without the dict growing.
+        put("HTTP_HOST", Py_NewRef(Py_None)) && put("HTTP_X_REQUEST_ID", Py_NewRef(Py_None));
     if (!ok) return false;
+    g->http_host = PyUnicode_InternFromString("HTTP_HOST");
+    g->http_x_request_id = PyUnicode_InternFromString("HTTP_X_REQUEST_ID");
+    if (!g->http_host || !g->http_x_request_id) return false;
     g->template_dict = t.release();
     return true;
 }
@@ -262,9 +271,13 @@ PyObject* build_environ(const call& c, PyObject* input) {
     if (!add_headers(e, req)) return nullptr;
     // The request's id replaces a client's X-Request-Id (taken only from a trusted proxy).
     if (!req.id().empty()) {
-        static PyObject* request_id_key = PyUnicode_InternFromString("HTTP_X_REQUEST_ID");
-        if (!request_id_key || !set_steal(e, request_id_key, latin1(req.id()))) return nullptr;
+        if (!set_steal(e, g->http_x_request_id, latin1(req.id()))) return nullptr;
+    } else if (PyDict_DelItem(e, g->http_x_request_id) != 0) {
+        return nullptr;
     }
+    // No Host header (HTTP/1.0): the placeholder goes.
+    if (PyDict_GetItemWithError(e, g->http_host) == Py_None && PyDict_DelItem(e, g->http_host) != 0)
+        return nullptr;
     // Variables a proxy sent (uwsgi_param, fastcgi_param...) go in as uWSGI does, but never replace
     // a key the server computed.
     for (const auto& [name, value] : req.proxy_vars) {

@@ -186,3 +186,18 @@ def test_made_up_methods_share_one_metrics_label_and_reloads_count_as_reload(cor
         assert doc["corgi"]["worker_restarts"]["reload"] == 1
     finally:
         stats.end()
+
+
+def test_environ_has_http_host_only_when_sent_and_always_the_request_id(corgi):
+    srv = corgi(*python_app("--wsgi", "plain_apps:http_vars"))
+    body = srv.raw(b"GET / HTTP/1.0\r\n\r\n")
+    doc = json.loads(body.partition(b"\r\n\r\n")[2])
+    assert "HTTP_HOST" not in doc
+    assert HEX32.match(doc["HTTP_X_REQUEST_ID"])
+    status, _, body = srv.get("/", headers={"Host": "a.test", "Accept": "x/y"})
+    doc = json.loads(body)
+    assert doc["HTTP_HOST"] == "a.test" and doc["HTTP_ACCEPT"] == "x/y"
+    assert all(isinstance(v, str) for v in doc.values())
+    many = {f"X-H{i}": str(i) for i in range(40)}  # well past the template's room: the dict grows
+    doc = json.loads(srv.get("/", headers=many)[2])
+    assert all(doc[f"HTTP_X_H{i}"] == str(i) for i in range(40))

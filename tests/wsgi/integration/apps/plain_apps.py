@@ -449,3 +449,8 @@ def spin_forever(environ, start_response):
     """Never returns, never suspends: a request SIGTERM's graceful timeout cannot end."""
     while True:
         pass
+
+
+def http_vars(environ, start_response):
+    """The HTTP_* variables of the environ, as JSON (placeholders must never leak: PEP 3333)."""
+    return _json(start_response, {k: v for k, v in environ.items() if k.startswith("HTTP_")})
