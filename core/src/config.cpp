@@ -33,19 +33,6 @@ nlohmann::json read_json_file(const std::string& path) {
 
 namespace {
 
-std::string child(const std::string& ptr, std::string_view key) {
-    std::string escaped;
-    for (char c : key) {
-        if (c == '~')
-            escaped += "~0";
-        else if (c == '/')
-            escaped += "~1";
-        else
-            escaped += c;
-    }
-    return ptr + "/" + escaped;
-}
-
 std::chrono::milliseconds to_ms(const nlohmann::json& seconds) {
     return std::chrono::milliseconds(
         static_cast<std::int64_t>(std::llround(seconds.get<double>() * 1000.0)));
@@ -70,57 +57,6 @@ nlohmann::json gunicorn_bind(std::string_view text) {
 }
 
 nlohmann::json file_or_dash(const std::string& path) { return path.empty() ? "-" : path; }
-
-setting seconds_setting(std::vector<std::string> keys, std::vector<std::string> flags,
-                        std::vector<std::string> ini, std::chrono::milliseconds& field) {
-    setting s;
-    s.keys = std::move(keys);
-    s.type = setting_type::seconds;
-    s.flags = std::move(flags);
-    s.ini = std::move(ini);
-    s.set = [&field](const nlohmann::json& v) { field = to_ms(v); };
-    s.get = [&field] { return seconds_json(field); };
-    return s;
-}
-
-template <class Int>
-setting count_setting(std::vector<std::string> keys, std::vector<std::string> flags,
-                      std::vector<std::string> ini, Int& field, std::uint64_t min,
-                      std::uint64_t max) {
-    setting s;
-    s.keys = std::move(keys);
-    s.type = setting_type::count;
-    s.flags = std::move(flags);
-    s.ini = std::move(ini);
-    s.min = min;
-    s.max = max;
-    s.set = [&field](const nlohmann::json& v) { field = static_cast<Int>(v.get<std::uint64_t>()); };
-    s.get = [&field] { return static_cast<std::uint64_t>(field); };
-    return s;
-}
-
-setting text_setting(std::vector<std::string> keys, std::vector<std::string> flags,
-                     std::vector<std::string> ini, std::string& field) {
-    setting s;
-    s.keys = std::move(keys);
-    s.flags = std::move(flags);
-    s.ini = std::move(ini);
-    s.set = [&field](const nlohmann::json& v) { field = v.get<std::string>(); };
-    s.get = [&field] { return field; };
-    return s;
-}
-
-setting bool_setting(std::vector<std::string> keys, std::vector<std::string> flags,
-                     std::vector<std::string> ini, bool& field) {
-    setting s;
-    s.keys = std::move(keys);
-    s.type = setting_type::boolean;
-    s.flags = std::move(flags);
-    s.ini = std::move(ini);
-    s.set = [&field](const nlohmann::json& v) { field = v.get<bool>(); };
-    s.get = [&field] { return field; };
-    return s;
-}
 
 // One listener kind: each use adds a listener; all of them fill `listen`.
 setting listener_setting(config& cfg, std::string key, std::string proto,
@@ -179,9 +115,10 @@ void add_core_settings(settings_schema& schema, config& cfg) {
                 auto entry = v[i].begin();
                 std::string proto = normalize_protocol_name(entry.key());
                 if (proto.empty())
-                    throw config_error(child(item, entry.key()),
+                    throw config_error(json_pointer_child(item, entry.key()),
                                        "unknown protocol (expected http, uwsgi, fastcgi or scgi)");
-                cfg.listen.push_back({proto, parse(entry.value(), child(item, entry.key()))});
+                cfg.listen.push_back(
+                    {proto, parse(entry.value(), json_pointer_child(item, entry.key()))});
             }
         };
         s.clear = [&cfg] { cfg.listen.clear(); };

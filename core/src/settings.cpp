@@ -9,19 +9,6 @@ namespace corgi {
 
 namespace {
 
-std::string json_pointer_child(const std::string& ptr, std::string_view key) {
-    std::string escaped;
-    for (char c : key) {
-        if (c == '~')
-            escaped += "~0";
-        else if (c == '/')
-            escaped += "~1";
-        else
-            escaped += c;
-    }
-    return ptr + "/" + escaped;
-}
-
 std::string lower(std::string_view s) {
     std::string out(s);
     std::transform(out.begin(), out.end(), out.begin(),
@@ -115,6 +102,60 @@ nlohmann::json default_from_text(const setting& s, std::string_view text,
 }
 
 }  // namespace
+
+std::string json_pointer_child(const std::string& ptr, std::string_view key) {
+    std::string escaped;
+    for (char c : key) {
+        if (c == '~')
+            escaped += "~0";
+        else if (c == '/')
+            escaped += "~1";
+        else
+            escaped += c;
+    }
+    return ptr + "/" + escaped;
+}
+
+setting seconds_setting(std::vector<std::string> keys, std::vector<std::string> flags,
+                        std::vector<std::string> ini, std::chrono::milliseconds& field) {
+    setting s;
+    s.keys = std::move(keys);
+    s.type = setting_type::seconds;
+    s.flags = std::move(flags);
+    s.ini = std::move(ini);
+    s.set = [&field](const nlohmann::json& v) {
+        field = std::chrono::milliseconds(
+            static_cast<std::int64_t>(std::llround(v.get<double>() * 1000.0)));
+    };
+    s.get = [&field] { return seconds_json(field); };
+    return s;
+}
+
+setting text_setting(std::vector<std::string> keys, std::vector<std::string> flags,
+                     std::vector<std::string> ini, std::string& field, bool print_empty) {
+    setting s;
+    s.keys = std::move(keys);
+    s.flags = std::move(flags);
+    s.ini = std::move(ini);
+    s.set = [&field](const nlohmann::json& v) { field = v.get<std::string>(); };
+    s.get = [&field, print_empty]() -> nlohmann::json {
+        if (field.empty() && !print_empty) return nullptr;
+        return field;
+    };
+    return s;
+}
+
+setting bool_setting(std::vector<std::string> keys, std::vector<std::string> flags,
+                     std::vector<std::string> ini, bool& field) {
+    setting s;
+    s.keys = std::move(keys);
+    s.type = setting_type::boolean;
+    s.flags = std::move(flags);
+    s.ini = std::move(ini);
+    s.set = [&field](const nlohmann::json& v) { field = v.get<bool>(); };
+    s.get = [&field] { return field; };
+    return s;
+}
 
 bool parse_boolean_text(std::string_view text, const std::string& where) {
     std::string t = lower(text);

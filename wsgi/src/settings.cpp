@@ -6,46 +6,12 @@
 
 namespace corgi::wsgi {
 
-namespace {
-
-setting text(std::vector<std::string> keys, std::vector<std::string> flags,
-             std::vector<std::string> ini, std::string& field) {
-    setting s;
-    s.keys = std::move(keys);
-    s.flags = std::move(flags);
-    s.ini = std::move(ini);
-    s.set = [&field](const nlohmann::json& v) { field = v.get<std::string>(); };
-    s.get = [&field]() -> nlohmann::json {
-        if (field.empty()) return nullptr;
-        return field;
-    };
-    return s;
-}
-
-setting count(std::string key, std::vector<std::string> flags, std::vector<std::string> ini,
-              std::size_t& field, std::size_t min, std::size_t max) {
-    setting s;
-    s.keys = {std::move(key)};
-    s.type = setting_type::count;
-    s.flags = std::move(flags);
-    s.ini = std::move(ini);
-    s.min = min;
-    s.max = max;
-    s.set = [&field](const nlohmann::json& v) { field = v.get<std::size_t>(); };
-    s.get = [&field] { return field; };
-    return s;
-}
-
-}  // namespace
-
 void add_python_settings(settings_schema& schema, python_settings& py) {
-    schema.add(text({"wsgi", "module"}, {"--wsgi", "--module"}, {"module", "wsgi"}, py.wsgi));
-    schema.add(text({"wsgi_file"}, {"--wsgi-file"}, {"wsgi-file", "file"}, py.wsgi_file));
-    {
-        setting s = text({"callable"}, {"--callable"}, {"callable"}, py.callable);
-        s.get = [&py] { return py.callable; };
-        schema.add(std::move(s));
-    }
+    schema.add(text_setting({"wsgi", "module"}, {"--wsgi", "--module"}, {"module", "wsgi"}, py.wsgi,
+                            false));
+    schema.add(
+        text_setting({"wsgi_file"}, {"--wsgi-file"}, {"wsgi-file", "file"}, py.wsgi_file, false));
+    schema.add(text_setting({"callable"}, {"--callable"}, {"callable"}, py.callable));
     {
         // {"/prefix": "MODULE[:CALLABLE]" or "path.py"}; --mount and uWSGI's mount take
         // /PREFIX=APP.
@@ -108,21 +74,15 @@ void add_python_settings(settings_schema& schema, python_settings& py) {
         s.get = [&py] { return py.pythonpath; };
         schema.add(std::move(s));
     }
-    schema.add(text({"chdir"}, {"--chdir"}, {"chdir"}, py.chdir));
+    schema.add(text_setting({"chdir"}, {"--chdir"}, {"chdir"}, py.chdir, false));
+    schema.add(count_setting({"threads"}, {"--threads"}, {"threads"}, py.threads, 1,
+                             python_settings::max_threads));
     schema.add(
-        count("threads", {"--threads"}, {"threads"}, py.threads, 1, python_settings::max_threads));
-    schema.add(count("fibers", {"--fibers"}, {}, py.fibers, 1, python_settings::max_fibers));
-    schema.add(count("fiber_stack_kib", {"--fiber-stack-kib"}, {}, py.fiber_stack_kib,
-                     python_settings::min_fiber_stack_kib, python_settings::max_fiber_stack_kib));
-    {
-        setting s;
-        s.keys = {"async_views_hook"};
-        s.type = setting_type::boolean;
-        s.flags = {"--async-views-hook"};
-        s.set = [&py](const nlohmann::json& v) { py.async_views_hook = v.get<bool>(); };
-        s.get = [&py] { return py.async_views_hook; };
-        schema.add(std::move(s));
-    }
+        count_setting({"fibers"}, {"--fibers"}, {}, py.fibers, 1, python_settings::max_fibers));
+    schema.add(count_setting({"fiber_stack_kib"}, {"--fiber-stack-kib"}, {}, py.fiber_stack_kib,
+                             python_settings::min_fiber_stack_kib,
+                             python_settings::max_fiber_stack_kib));
+    schema.add(bool_setting({"async_views_hook"}, {"--async-views-hook"}, {}, py.async_views_hook));
 }
 
 }  // namespace corgi::wsgi

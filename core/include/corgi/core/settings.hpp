@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -101,6 +102,33 @@ class settings_schema {
 bool parse_boolean_text(std::string_view text, const std::string& where);
 // A seconds value as JSON (whole seconds as integers).
 nlohmann::json seconds_json(std::chrono::milliseconds ms);
+
+// "/a" + "b/c" -> "/a/b~1c" (RFC 6901 escaping).
+std::string json_pointer_child(const std::string& pointer, std::string_view key);
+
+// Builders for the common kinds, bound to a field (sections customise the result further).
+setting seconds_setting(std::vector<std::string> keys, std::vector<std::string> flags,
+                        std::vector<std::string> ini, std::chrono::milliseconds& field);
+// `print_empty`: --print-config shows "" rather than leaving the setting out.
+setting text_setting(std::vector<std::string> keys, std::vector<std::string> flags,
+                     std::vector<std::string> ini, std::string& field, bool print_empty = true);
+setting bool_setting(std::vector<std::string> keys, std::vector<std::string> flags,
+                     std::vector<std::string> ini, bool& field);
+template <class Int>
+setting count_setting(std::vector<std::string> keys, std::vector<std::string> flags,
+                      std::vector<std::string> ini, Int& field, std::uint64_t min,
+                      std::uint64_t max) {
+    setting s;
+    s.keys = std::move(keys);
+    s.type = setting_type::count;
+    s.flags = std::move(flags);
+    s.ini = std::move(ini);
+    s.min = min;
+    s.max = max;
+    s.set = [&field](const nlohmann::json& v) { field = static_cast<Int>(v.get<std::uint64_t>()); };
+    s.get = [&field] { return static_cast<std::uint64_t>(field); };
+    return s;
+}
 
 // core's section: listeners, server options, limits and timeouts, logs, the URL map, processes and
 // stats.
