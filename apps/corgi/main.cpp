@@ -224,6 +224,27 @@ bool needs_python([[maybe_unused]] const cli::settings& cfg) {
 #endif
 }
 
+// python_on_io_threads = auto: Python runs on the io threads (no hand-off between threads) when
+// every route is Python, so no C++ route can wait behind it, and the io thread count is the lane
+// count (or unset: it becomes the lane count). With the placement on, there is one lane per io
+// thread.
+void resolve_lane_placement([[maybe_unused]] cli::settings& cfg) {
+#ifdef CORGI_WITH_WSGI
+    auto& placement = cfg.python.python_on_io_threads;
+    if (placement == wsgi::lane_placement::automatic) {
+        const bool cpp_routes = all_routes(cfg).dump().find("\"handler\"") != std::string::npos;
+        const bool same_count =
+            cfg.server.io_threads == 0 || cfg.server.io_threads == cfg.python.threads;
+        placement = !cpp_routes && same_count ? wsgi::lane_placement::io_threads
+                                              : wsgi::lane_placement::own_threads;
+    }
+    if (placement == wsgi::lane_placement::io_threads) {
+        if (cfg.server.io_threads == 0) cfg.server.io_threads = cfg.python.threads;
+        cfg.python.threads = cfg.server.io_threads;
+    }
+#endif
+}
+
 void print_capacity(const cli::settings& cfg) {
     std::cerr << "corgi: " << cfg.server.limits.max_connections << " max connections, "
               << (cfg.server.io_threads ? cfg.server.io_threads
@@ -242,6 +263,18 @@ void print_capacity(const cli::settings& cfg) {
     std::cerr.flush();
     std::fflush(nullptr);
     ::_exit(0);
+}
+
+// Python on an io thread that spins (or blocks in C) past the graceful timeout keeps run() from
+// returning: the server's control thread ends the process as a stuck lane thread would.
+void exit_when_python_is_stuck(server_options& options, std::string pidfile) {
+    options.on_stuck_thread = [pidfile = std::move(pidfile)] {
+        log::warning("wsgi: a request is still running Python on an io thread " +
+                     std::to_string(server_options::stuck_wait.count()) +
+                     " s after the graceful timeout (a loop or a blocking C call): the process "
+                     "exits without finalizing the interpreter");
+        exit_leaving_stuck_python(pidfile);
+    };
 }
 #endif
 
@@ -288,12 +321,19 @@ int serve_command(cli::options& o) {
     log::set_access_log_enabled(cfg.access_log);
     cfg.python.harakiri_grace = cfg.server.limits.harakiri_grace;
     const bool python = needs_python(cfg);
+    if (python) resolve_lane_placement(cfg);
 #ifdef CORGI_WITH_WSGI
-    if (python) wsgi::initialize(cfg.python);
+    if (python) wsgi::start_interpreter(cfg.python);
 #endif
     std::shared_ptr<url_map> map = build_map(cfg, true);
+#ifdef CORGI_WITH_WSGI
+    if (python) exit_when_python_is_stuck(cfg.server, cfg.processes.pidfile);
+#endif
     server srv(cfg.server);
     srv.set_handler(make_dispatcher(map, dispatch_options_of(cfg)));
+#ifdef CORGI_WITH_WSGI
+    if (python) wsgi::start_lanes(srv);
+#endif
     std::string serving;  // for systemd's STATUS=
     for (std::size_t i = 0; i < cfg.listen.size(); ++i) {
         const listen_entry& l = cfg.listen[i];
@@ -359,8 +399,8 @@ int worker_main(cli::settings cfg, const std::vector<master::inherited_state::li
         const bool python = needs_python(cfg);
         log_files::reopen_on_sigusr1();
 #ifdef CORGI_WITH_WSGI
-        if (python && preloaded) wsgi::start_lanes();
-        if (python && !preloaded) wsgi::initialize(cfg.python);
+        // The lanes start with the server (they may run on its io threads).
+        if (python && !preloaded) wsgi::start_interpreter(cfg.python);
 #endif
         std::shared_ptr<url_map> map = preloaded ? preloaded : build_map(cfg, true);
         // Post-fork hooks (C++ callbacks, @corgi.postfork functions): reconnect what must not be
@@ -372,9 +412,15 @@ int worker_main(cli::settings cfg, const std::vector<master::inherited_state::li
         // SIGINT is the master's (it forwards it as SIGTERM): the server stops on SIGTERM only.
         cfg.server.handle_signals = true;
         cfg.server.stop_on_sigint = false;
+#ifdef CORGI_WITH_WSGI
+        if (python) exit_when_python_is_stuck(cfg.server, "");
+#endif
         server srv(cfg.server);
         srv.set_handler(make_dispatcher(map, dispatch_options_of(cfg)));
         for (const auto& l : listeners) srv.adopt(l.fd, protocols::by_name(l.protocol));
+#ifdef CORGI_WITH_WSGI
+        if (python) wsgi::start_lanes(srv);
+#endif
         // Ready once run() has started the acceptors (posted after them).
         net::post(srv.main_context(),
                   [&srv, &ready] { net::post(srv.main_context(), [&ready] { ready(); }); });
@@ -405,6 +451,7 @@ int master_command(cli::options& o, const std::vector<std::string>& argv) {
     mo.max_requests_jitter = cfg.processes.max_requests_jitter;
     mo.max_rss_mb = cfg.processes.max_rss_mb;
     mo.max_worker_lifetime = cfg.processes.max_worker_lifetime;
+    if (needs_python(cfg)) resolve_lane_placement(cfg);
     mo.io_threads = cfg.server.io_threads ? cfg.server.io_threads
                                           : std::max(1u, std::thread::hardware_concurrency());
     mo.pidfile = cfg.processes.pidfile;

@@ -553,7 +553,7 @@ task<void> server::accept_loop(std::shared_ptr<listener> l) {
                 if (conn->next_) conn->next_->prev_ = conn->prev_;
                 conn->prev_ = conn->next_ = nullptr;
                 if (connections_.fetch_sub(1, std::memory_order_acq_rel) == 1 && stopping())
-                    net::post(*contexts_.front(), [this] { finish_shutdown(); });
+                    net::post(control_, [this] { finish_shutdown(); });
             });
     }
 }
@@ -570,9 +570,10 @@ void server::run() {
             if (e)
                 log::error("acceptor for " + l->address.to_string() + " stopped by an exception");
         });
+    auto control_work = net::make_work_guard(control_);
     std::optional<net::signal_set> signals;
     if (options_.handle_signals) {
-        signals.emplace(*contexts_.front(), SIGTERM);
+        signals.emplace(control_, SIGTERM);
         if (options_.stop_on_sigint) signals->add(SIGINT);
         signals->async_wait([this, &signals](boost::system::error_code ec, int sig) {
             if (ec) return;
@@ -595,18 +596,37 @@ void server::run() {
             signals->cancel(ec);
         };
     }
+    auto run_context = [this](std::size_t i) {
+        if (io_loop_)
+            io_loop_(i, *contexts_[i]);
+        else
+            contexts_[i]->run();
+    };
+    threads_done_.store(false);
+    std::thread control([this] {
+        ::pthread_setname_np(::pthread_self(), "corgi-control");
+        control_.run();
+    });
     std::vector<std::thread> threads;
     for (std::size_t i = 1; i < contexts_.size(); ++i)
-        threads.emplace_back([this, i] {
+        threads.emplace_back([&run_context, i] {
             // Named so `top -H` and perf tell the io threads apart (the main thread is io thread
             // 0).
             const std::string name = "corgi-io-" + std::to_string(i);
             ::pthread_setname_np(::pthread_self(), name.c_str());
-            contexts_[i]->run();
+            run_context(i);
         });
-    contexts_.front()->run();
+    run_context(0);
     for (auto& t : threads) t.join();
-    cancel_signals_ = nullptr;
+    threads_done_.store(true);
+    // The signal set goes with the control thread's last handlers.
+    net::post(control_, [this] {
+        if (cancel_signals_) cancel_signals_();
+        cancel_signals_ = nullptr;
+        control_.stop();
+    });
+    control.join();
+    control_.restart();
     listeners_.clear();  // removes unix socket files
     log::flush();
 }
@@ -618,6 +638,8 @@ void server::stop() noexcept {
             boost::system::error_code ec;
             l->acceptor.close(ec);
         }
+    });
+    net::post(control_, [this] {
         for (std::size_t i = 0; i < contexts_.size(); ++i)
             net::post(*contexts_[i], [this, i] { close_idle_and_wait(i); });
         if (connections_.load() == 0) {
@@ -625,8 +647,8 @@ void server::stop() noexcept {
             return;
         }
         // Busy connections get the grace period, then are closed.
-        auto grace = std::make_shared<net::steady_timer>(*contexts_.front(),
-                                                         options_.limits.graceful_timeout);
+        auto grace =
+            std::make_shared<net::steady_timer>(control_, options_.limits.graceful_timeout);
         grace->async_wait([this, grace](boost::system::error_code ec) {
             if (ec) return;
             if (connections_.load() > 0)
@@ -642,6 +664,13 @@ void server::stop() noexcept {
                     contexts_[i]->stop();
                 });
             finish_shutdown();
+            if (!options_.on_stuck_thread) return;
+            // An io thread that does not take the posts above is inside a handler that does not
+            // return.
+            auto stuck = std::make_shared<net::steady_timer>(control_, server_options::stuck_wait);
+            stuck->async_wait([this, stuck](boost::system::error_code ec2) {
+                if (!ec2 && !threads_done_.load()) options_.on_stuck_thread();
+            });
         });
         grace_timer_ = grace;
     });

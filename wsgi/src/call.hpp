@@ -105,6 +105,10 @@ struct call {
     bool io_released = false;   // the fiber has posted its last event (or found the io side gone)
     bool headers_set = false;   // start_response called
     bool headers_sent = false;  // the response went to the io side
+    // The app's Content-Length (-1: none or not a number) and the body bytes posted so far: a
+    // streamed body known complete need not be written before the iterable's next step.
+    std::int64_t declared_length = -1;
+    std::uint64_t body_posted = 0;
     bool body_eof = false;
     std::string
         input_buffer;  // wsgi.input: bytes received and not yet read by the app (from input_pos)

@@ -77,6 +77,9 @@ void extend_sys_path(const python_settings& settings) {
 runtime* current_runtime() noexcept { return g_runtime.load(std::memory_order_acquire); }
 
 lane& runtime::pick_lane() noexcept {
+    // A lane on an io thread serves that io thread's requests (the caller runs on it).
+    if (lanes_on_io_threads)
+        if (lane* here = lane::current()) return *here;
     lane* best = lanes.front().get();
     std::size_t best_load = best->load();
     for (std::size_t i = 1; i < lanes.size() && best_load > 0; ++i) {
@@ -240,15 +243,27 @@ _install()
     g_runtime.store(rt.release(), std::memory_order_release);
 }
 
-void start_lanes() {
+namespace {
+void start_lanes_on(corgi::server* srv) {
     std::lock_guard lock(g_lifetime_mutex);
     runtime* rt = g_runtime.load();
     if (!rt || !rt->lanes.empty()) return;
     install_overflow_handler();
     ensure_alternate_signal_stack();
     const std::size_t stack_bytes = rt->settings.fiber_stack_kib * 1024;
-    for (std::size_t i = 0; i < rt->settings.threads; ++i) {
-        rt->lanes.push_back(std::make_unique<lane>(i, rt->settings.fibers, stack_bytes));
+    if (srv) {
+        rt->settings.threads = srv->io_thread_count();
+        for (std::size_t i = 0; i < rt->settings.threads; ++i)
+            rt->lanes.push_back(std::make_unique<lane>(i, rt->settings.fibers, stack_bytes,
+                                                       &srv->io_context_of(i)));
+        rt->lanes_on_io_threads = true;
+        srv->set_io_loop([rt](std::size_t i, net::io_context&) {
+            ensure_alternate_signal_stack();
+            rt->lanes[i]->run_on_io_thread();
+        });
+    } else {
+        for (std::size_t i = 0; i < rt->settings.threads; ++i)
+            rt->lanes.push_back(std::make_unique<lane>(i, rt->settings.fibers, stack_bytes));
     }
     stats::current().lanes.store(rt->settings.threads, std::memory_order_relaxed);
     stats::current().fiber_capacity.store(rt->settings.threads * rt->settings.fibers,
@@ -259,6 +274,15 @@ void start_lanes() {
     // Here, not in start_interpreter(): threads do not survive a fork, each worker has its own.
     rt->harakiri = std::make_unique<watchdog>(rt->settings.harakiri_grace);
     rt->harakiri->start();
+}
+}  // namespace
+
+void start_lanes() { start_lanes_on(nullptr); }
+
+void start_lanes(corgi::server& srv) {
+    const runtime* rt = g_runtime.load();
+    const bool on_io = rt && rt->settings.python_on_io_threads == lane_placement::io_threads;
+    start_lanes_on(on_io ? &srv : nullptr);
 }
 
 // The main thread holds the GIL between start_interpreter() and start_lanes(): these are

@@ -51,6 +51,8 @@ void call::reset() noexcept {
     io_released = false;
     headers_set = false;
     headers_sent = false;
+    declared_length = -1;
+    body_posted = 0;
     body_eof = false;
     if (input_buffer.capacity() > 1024 * 1024)
         input_buffer = std::string();  // don't pin a huge buffer
@@ -63,15 +65,23 @@ void call::reset() noexcept {
     timeout_raised = false;
 }
 
-lane::lane(std::size_t index, std::size_t max_fibers, std::size_t stack_bytes)
-    : index_(index), max_fibers_(max_fibers ? max_fibers : 1), stack_bytes_(stack_bytes) {}
+lane::lane(std::size_t index, std::size_t max_fibers, std::size_t stack_bytes,
+           net::io_context* io_thread_context)
+    : index_(index),
+      max_fibers_(max_fibers ? max_fibers : 1),
+      stack_bytes_(stack_bytes),
+      io_(io_thread_context),
+      on_io_thread_(io_thread_context != nullptr) {
+    if (!io_) io_ = &own_io_.emplace(1);
+}
 
 lane::~lane() { stop(); }
 
 lane* lane::current() noexcept { return t_lane; }
 
 void lane::start() {
-    work_.emplace(io_.get_executor());
+    if (on_io_thread_) return;  // the server's io thread runs run_on_io_thread()
+    work_.emplace(io_->get_executor());
     flusher_ = std::thread([this] {
         const std::string name = "corgi-kick-" + std::to_string(index_);
         ::pthread_setname_np(::pthread_self(), name.c_str());
@@ -87,9 +97,16 @@ void lane::start() {
     });
 }
 
+void lane::run_on_io_thread() {
+    run();
+    std::lock_guard lock(ended_mutex_);
+    ended_ = true;
+}
+
 std::size_t lane::stop() {
+    // A lane on an io thread ended with the server's run().
     if (!thread_.joinable()) return busy_at_exit_;
-    net::post(io_, [this] { stopping_ = true; });
+    net::post(*io_, [this] { stopping_ = true; });
     work_.reset();
     {
         // The server has already given its requests the graceful timeout: a lane still inside a
@@ -123,14 +140,18 @@ void lane::run() {
     while (!stopping_) {
         // Ready handlers run back to back; only when none is left does the lane give up the GIL and
         // block.
-        if (io_.poll() > 0) continue;
-        if (stopping_ || io_.stopped()) break;
+        if (io_->poll() > 0) continue;
+        if (stopping_ || io_->stopped()) break;
+        if (on_io_thread_ && !kicks_.empty()) {
+            flush_kicks();  // posted to this very io_context: they run in the next poll
+            continue;
+        }
         flush_kicks();  // out of work: no Python runs right after this system call
         if (has_gil_) {
             PyEval_SaveThread();
             has_gil_ = false;
         }
-        io_.run_one();
+        io_->run_one();
     }
     ensure_gil();
     shutdown_fibers();
@@ -206,7 +227,7 @@ void lane::send(call* c, lane_msg m) {
         post = !std::exchange(drain_posted_, true);
     }
     // One post per batch: while a drain is pending, more messages just join the inbox.
-    if (post) net::post(io_, [this] { drain(); });
+    if (post) net::post(*io_, [this] { drain(); });
 }
 
 void lane::drain() {
@@ -216,11 +237,35 @@ void lane::drain() {
         drain_posted_ = false;
     }
     ensure_gil();
-    for (auto [c, m] : draining_) {
+    std::size_t done = 0;
+    for (; done < draining_.size(); ++done) {
+        if (yield_to_io()) break;
+        auto [c, m] = draining_[done];
         dispatch(c, m);
         release_call(c);
     }
+    if (done < draining_.size()) {
+        // The rest goes back in front of the inbox, behind the responses just posted.
+        bool post;
+        {
+            std::lock_guard lock(mutex_);
+            inbox_.insert(inbox_.begin(), draining_.begin() + static_cast<std::ptrdiff_t>(done),
+                          draining_.end());
+            post = !std::exchange(drain_posted_, true);
+        }
+        if (post) net::post(*io_, [this] { drain(); });
+    }
     draining_.clear();
+}
+
+bool lane::yield_to_io() {
+    if (!on_io_thread_) return false;
+    {
+        std::lock_guard lock(kicks_mutex_);
+        if (kicks_.empty()) return false;
+    }
+    flush_kicks();
+    return true;
 }
 
 void lane::dispatch(call* c, lane_msg m) {
@@ -294,6 +339,16 @@ void lane::run_fiber(fiber& f) {
         }
         call* next = backlog_.front();
         backlog_.pop_front();
+        if (yield_to_io()) {
+            // Behind the finished responses: the fiber is idle until then.
+            idle_.push_back(&f);
+            stats::current().fibers_busy.fetch_sub(1, std::memory_order_relaxed);
+            net::post(*io_, [this, next] {
+                ensure_gil();
+                start_call(next);
+            });
+            return;
+        }
         f.job = next;
         next->runner = &f;
         next->started.store(true, std::memory_order_release);
@@ -302,12 +357,16 @@ void lane::run_fiber(fiber& f) {
 
 void lane::wake(fiber& f, std::uint64_t token) {
     if (!f.accepts(token)) return;
+    if (yield_to_io()) {
+        wake_later(f, token);
+        return;
+    }
     ensure_gil();
     run_fiber(f);
 }
 
 void lane::wake_later(fiber& f, std::uint64_t token) {
-    net::post(io_, [this, &f, token] { wake(f, token); });
+    net::post(*io_, [this, &f, token] { wake(f, token); });
 }
 
 bool lane::post_io(call& c, std::uint8_t events, std::string_view data, bool* full) {
@@ -343,7 +402,9 @@ void lane::kick_io(call& c) {
         if (first) oldest_kick_.store(steady_ticks());
         kicks_.push_back(&c);
     }
-    if (!first) return;
+    // On an io thread the lane posts them itself before any other Python runs (yield_to_io) or
+    // when it runs out of work.
+    if (!first || on_io_thread_) return;
     if (flusher_asleep_.load()) {
         std::lock_guard lock(flusher_mutex_);
         flusher_cv_.notify_one();
@@ -411,6 +472,14 @@ lane_msg lane::exchange(call& c, std::uint8_t events) {
     if (!post_io(c, events)) return c.message = lane_msg::abort;
     if (!f.wait()) return lane_msg::timeout;
     return c.message;
+}
+
+bool lane::let_io_write(call& c) {
+    fiber& f = *c.runner;
+    const std::uint64_t token = f.arm();
+    flush_kicks();          // the io side's wake-up goes first,
+    wake_later(f, token);   // then this fiber
+    return f.wait();
 }
 
 lane_msg lane::await_message(call& c) {

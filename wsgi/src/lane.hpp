@@ -2,6 +2,12 @@
 // releases it whenever the io_context would wait. Requests arrive from io threads through an inbox
 // that costs one wake-up per batch (a running lane is never woken); each request gets a pooled
 // fiber, extra requests queue.
+//
+// A lane can also live on an io thread (python_settings::lanes_on_io_threads): it then has no
+// thread and no io_context of its own, the io thread runs the lane's loop over the io thread's
+// io_context, and requests, responses and wake-ups are posts on that one thread (no hand-off, no
+// system call), as in uWSGI's and Gunicorn's single-threaded workers. The io thread then holds
+// the GIL whenever it is not waiting, so only a worker that serves nothing but Python does this.
 #pragma once
 
 #include "python.hpp"
@@ -19,6 +25,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string_view>
 #include <thread>
 #include <utility>
@@ -30,13 +37,21 @@ struct aio_driver;
 
 class lane {
   public:
-    lane(std::size_t index, std::size_t max_fibers, std::size_t stack_bytes);
+    // io_thread_context: the io thread's io_context when the lane lives on that io thread
+    // (run_on_io_thread() is then its loop); null for a lane with its own thread.
+    lane(std::size_t index, std::size_t max_fibers, std::size_t stack_bytes,
+         net::io_context* io_thread_context = nullptr);
     ~lane();
     lane(const lane&) = delete;
     lane& operator=(const lane&) = delete;
 
-    // Starts the thread; it takes the GIL once the caller releases it.
+    // Starts the thread; it takes the GIL once the caller releases it. Nothing for a lane on an
+    // io thread.
     void start();
+    // A lane on an io thread: the io thread's loop, until its io_context stops or runs out of
+    // work (the server's shutdown).
+    void run_on_io_thread();
+    bool on_io_thread() const noexcept { return on_io_thread_; }
     // Stops the thread after the running handlers; returns the number of fibers still inside the
     // app (their frames cannot be unwound safely, so the interpreter must not be finalized).
     // Stops the lane; returns the requests still inside Python. A lane whose thread has not ended
@@ -58,7 +73,7 @@ class lane {
     std::size_t index() const noexcept { return index_; }
 
     // --- lane thread ---
-    net::io_context& io() noexcept { return io_; }
+    net::io_context& io() noexcept { return *io_; }
     // Takes the GIL back if the lane released it to wait (every lane handler that touches Python
     // calls it).
     void ensure_gil() noexcept;
@@ -77,6 +92,10 @@ class lane {
     lane_msg exchange(call& c, std::uint8_t events);
     // Inside a fiber: waits for the io side's next message (after post_io reported a full outbox).
     lane_msg await_message(call& c);
+    // Inside a fiber, on a lane on an io thread: the io thread writes what the fiber has posted
+    // before the fiber goes on (PEP 3333: a block is never held while the app produces the next).
+    // False when the request's deadline interrupted the wait (RequestTimeout must be raised).
+    bool let_io_write(call& c);
     // The fiber is done with its call (lane side reference).
     void finish_call(call& c) noexcept;
 
@@ -100,6 +119,10 @@ class lane {
 
     void run();
     void drain();
+    // A lane on an io thread, about to run Python: when responses are waiting to go out, their
+    // wake-ups are posted (they run first) and true tells the caller to post itself behind them,
+    // so a finished response is written before another request's Python runs.
+    bool yield_to_io();
     void dispatch(call* c, lane_msg m);
     void deliver_timeout(call& c);
     void start_call(call* c);
@@ -109,7 +132,9 @@ class lane {
     std::size_t index_;
     std::size_t max_fibers_;
     std::size_t stack_bytes_;
-    net::io_context io_{1};
+    std::optional<net::io_context> own_io_;  // a lane with its own thread
+    net::io_context* io_;                    // own_io_, or the io thread's
+    bool on_io_thread_;
     std::optional<net::executor_work_guard<net::io_context::executor_type>> work_;
     std::thread thread_;
     // Set when run() returned: stop() waits for it a bounded time (a request spinning in Python

@@ -30,6 +30,8 @@ struct runtime {
     std::unique_ptr<watchdog> harakiri;    // deadlines of requests (harakiri.hpp); with the lanes
     PyThreadState* main_tstate = nullptr;  // saved (GIL released) while the lanes run
     bool multithread = true;               // more than one request can be inside the app at once
+    bool lanes_on_io_threads = false;      // each lane is an io thread's (pick_lane: this thread's)
+
 
     // The lane with the fewest requests in it.
     lane& pick_lane() noexcept;

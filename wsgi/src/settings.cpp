@@ -83,6 +83,35 @@ void add_python_settings(settings_schema& schema, python_settings& py) {
                              python_settings::min_fiber_stack_kib,
                              python_settings::max_fiber_stack_kib));
     schema.add(bool_setting({"async_views_hook"}, {"--async-views-hook"}, {}, py.async_views_hook));
+    {
+        // auto, or a boolean: true runs Python on the io threads, false on lanes of their own.
+        setting s;
+        s.keys = {"python_on_io_threads"};
+        s.type = setting_type::json;
+        s.flags = {"--python-on-io-threads"};
+        s.from_text = [](std::string_view t) -> nlohmann::json {
+            if (t == "auto") return "auto";
+            return parse_boolean_text(t, "");
+        };
+        s.set = [&py](const nlohmann::json& v) {
+            if (v.is_boolean())
+                py.python_on_io_threads =
+                    v.get<bool>() ? lane_placement::io_threads : lane_placement::own_threads;
+            else if (v == "auto")
+                py.python_on_io_threads = lane_placement::automatic;
+            else
+                throw config_error("", "expected true, false or \"auto\"");
+        };
+        s.get = [&py]() -> nlohmann::json {
+            switch (py.python_on_io_threads) {
+                case lane_placement::io_threads: return true;
+                case lane_placement::own_threads: return false;
+                default: return "auto";
+            }
+        };
+        schema.add(std::move(s));
+    }
+
 }
 
 }  // namespace corgi::wsgi

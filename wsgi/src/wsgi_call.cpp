@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <string>
 
 namespace corgi::wsgi::detail {
@@ -281,7 +282,13 @@ bool send_chunk(call& c, PyObject* bytes) {
         c.headers_sent = true;
         c.streaming = true;
         events = io_event::response_ready;
+        if (const std::string* length = c.resp.headers.find("Content-Length")) {
+            std::int64_t n = 0;
+            auto [end, ec] = std::from_chars(length->data(), length->data() + length->size(), n);
+            if (ec == std::errc() && end == length->data() + length->size()) c.declared_length = n;
+        }
     }
+    c.body_posted += data.size();
     lane_msg answer = lane_msg::next_chunk;
     if (data.size() <= call::max_copied_chunk) {
         // Copied: the io side writes it while the app produces the next one.
@@ -290,6 +297,14 @@ bool send_chunk(call& c, PyObject* bytes) {
             answer = c.message = lane_msg::abort;
         } else if (full) {
             answer = l.await_message(c);  // backpressure: the client reads slower than we produce
+        } else if (l.on_io_thread() &&
+                   (c.declared_length < 0 ||
+                    c.body_posted < static_cast<std::uint64_t>(c.declared_length))) {
+            // On an io thread the io side writes only when the fiber stops: it stops here, so
+            // the block is on its way before the app makes the next. A body known complete (its
+            // Content-Length reached, as framework responses are) goes on to the end and out in
+            // one write.
+            if (!l.let_io_write(c)) answer = lane_msg::timeout;
         }
     } else {
         // Written from the bytes object itself, the fiber waiting: large bodies are not copied.

@@ -172,6 +172,12 @@ struct server_options {
     // addresses, CIDR networks ("10.0.0.0/8", "fd00::/8") or "*" for any. Unix-socket peers are
     // always trusted (only a local process can connect, as in Gunicorn).
     std::vector<std::string> forwarded_allow_ips{"127.0.0.1", "::1"};
+    // Called, on the server's control thread, when an io thread is still busy stuck_wait after
+    // the graceful timeout closed every connection (a handler that never returns: Python spinning
+    // on an io thread, a blocking C call): run() cannot return, so the program decides (the corgi
+    // binary exits). Unset: run() waits.
+    std::function<void()> on_stuck_thread;
+    static constexpr std::chrono::seconds stuck_wait{2};
 };
 
 // Which peers are trusted proxies (server_options::forwarded_allow_ips), parsed once.
@@ -224,6 +230,15 @@ class server {
     }
     // The io_context of io thread 0 (for tests and embedding programs that need an executor).
     net::io_context& main_context() noexcept { return *contexts_.front(); }
+    std::size_t io_thread_count() const noexcept { return contexts_.size(); }
+    net::io_context& io_context_of(std::size_t index) noexcept { return *contexts_[index]; }
+    // What each io thread runs instead of its io_context's run() (set before run()): a loop that
+    // runs that io_context until it stops, for a layer that shares the thread (the WSGI lanes
+    // that run Python on the io threads). Called on the io thread itself; index 0 is the thread
+    // that called run().
+    using io_loop = std::function<void(std::size_t index, net::io_context&)>;
+    void set_io_loop(io_loop loop) { io_loop_ = std::move(loop); }
+
 
   private:
     friend class connection;
@@ -243,8 +258,14 @@ class server {
     std::atomic<bool> stopping_{false};
     std::atomic<std::size_t> connections_{0};
     std::atomic<std::size_t> next_thread_{0};
-    std::weak_ptr<net::steady_timer> grace_timer_;  // touched on io thread 0 only
-    std::function<void()> cancel_signals_;          // io thread 0 only
+    // Signals, the graceful timeout and the shutdown's last step run here, on a thread of their
+    // own, so that an io thread stuck in a handler cannot keep the process from hearing SIGTERM.
+    net::io_context control_{1};
+    std::weak_ptr<net::steady_timer> grace_timer_;  // control thread only
+    std::function<void()> cancel_signals_;          // control thread only
+    std::atomic<bool> threads_done_{false};         // every io thread has returned
+    io_loop io_loop_;
+
 };
 
 }  // namespace corgi

@@ -14,6 +14,13 @@ class settings_schema;
 
 namespace corgi::wsgi {
 
+// Where the Python lanes run (python_settings::python_on_io_threads).
+enum class lane_placement {
+    automatic,   // the corgi binary: on the io threads when every route is Python; programs: own
+    io_threads,  // one lane on each io thread: no hand-off, the io thread holds the GIL
+    own_threads  // `threads` lanes on threads of their own: C++ routes never wait for Python
+};
+
 // Settings of the WSGI layer, registered in the settings schema by add_python_settings.
 struct python_settings {
     std::string wsgi;       // MODULE[:CALLABLE] mounted at /
@@ -27,6 +34,7 @@ struct python_settings {
     std::size_t fibers = 100;  // concurrent requests per lane
     std::size_t fiber_stack_kib = 256;
     bool async_views_hook = true;  // asgiref's async_to_sync awaits on the lane's asyncio loop
+    lane_placement python_on_io_threads = lane_placement::automatic;
     // environ["wsgi.multiprocess"]: set by the corgi binary in pre-forked workers when there are
     // several (as Gunicorn does), not a setting of its own.
     bool multiprocess = false;
@@ -43,7 +51,8 @@ struct python_settings {
 };
 
 // Registers the WSGI settings (wsgi, wsgi_file, callable, mounts, pythonpath, chdir, threads,
-// fibers, fiber_stack_kib, async_views_hook) in the schema, bound to `settings`.
+// fibers, fiber_stack_kib, async_views_hook, python_on_io_threads) in the schema, bound to
+// `settings`.
 void add_python_settings(settings_schema& schema, python_settings& settings);
 
 }  // namespace corgi::wsgi

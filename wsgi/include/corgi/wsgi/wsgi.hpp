@@ -4,6 +4,7 @@
 #pragma once
 
 #include <corgi/core/handler.hpp>
+#include <corgi/core/server.hpp>
 #include <corgi/wsgi/settings.hpp>
 
 #include <chrono>
@@ -35,6 +36,10 @@ void initialize(const python_settings& settings);
 // thread may run Python while it forks.
 void start_interpreter(const python_settings& settings);
 void start_lanes();
+// start_lanes() for a server that is about to run: with python_on_io_threads = io_threads one lane
+// lives on each of srv's io threads (the server's io loop becomes the lanes' loop; `threads` is
+// then the io thread count), otherwise as start_lanes(). Call before srv.run().
+void start_lanes(corgi::server& srv);
 void before_fork() noexcept;
 void after_fork_in_parent() noexcept;
 void after_fork_in_child() noexcept;
