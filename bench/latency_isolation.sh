@@ -2,7 +2,7 @@
 # Latency isolation: the p99 of a C++ route while Python requests saturate every lane, against its
 # p99 with the lanes idle, in one corgi (1 io thread, LANES lanes). The Python route spends CPU_MS
 # of CPU per request (bench/apps/cpu_wsgi.py) under PY_CONNECTIONS connections; the C++ route gets
-# a light paced load (CPP_CONNECTIONS connections, a request every millisecond each).
+# CPP_CONNECTIONS connections, as fast as they go (CPP_PACED=1: a request every millisecond each).
 #   bench/latency_isolation.sh                 CORGI=build/bin/corgi DURATION=8 ROUNDS=3 LANES=1
 #   EXTRA="--lane-nice 0"                      more corgi flags (to compare configurations)
 set -euo pipefail
@@ -14,7 +14,8 @@ ROUNDS=${ROUNDS:-3}
 LANES=${LANES:-1}
 CPU_MS=${CPU_MS:-2}
 PY_CONNECTIONS=${PY_CONNECTIONS:-64}
-CPP_CONNECTIONS=${CPP_CONNECTIONS:-4}
+CPP_CONNECTIONS=${CPP_CONNECTIONS:-64}
+CPP_PACED=${CPP_PACED:-0}
 read -r -a extra <<<"${EXTRA:-}"
 tmp=$(mktemp -d)
 pid=
@@ -40,8 +41,10 @@ curl -fs -o /dev/null "http://127.0.0.1:$port/" || { cat "$tmp/corgi.log" >&2; e
 p99_ms() {  # wrk --latency output -> p99 in ms
     awk '$1=="99%"{v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}'
 }
+pace=()
+[ "$CPP_PACED" = 1 ] && pace=(-s "$tmp/pace.lua")
 cpp_run() {
-    wrk -t1 -c"$CPP_CONNECTIONS" -d"${DURATION}s" --latency -s "$tmp/pace.lua" "http://127.0.0.1:$port/plaintext" 2>&1
+    wrk -t1 -c"$CPP_CONNECTIONS" -d"${DURATION}s" --latency "${pace[@]}" "http://127.0.0.1:$port/plaintext" 2>&1
 }
 echo "corgi 1 io thread, $LANES lane(s) ${extra[*]}; Python: ${CPU_MS} ms CPU/request, $PY_CONNECTIONS connections"
 printf '%-6s %12s %12s %8s %14s\n' round idle_p99_ms busy_p99_ms ratio python_req/s

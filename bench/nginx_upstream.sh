@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORGI=${CORGI:-build/bin/corgi}
+# Where corgi's lane runs: true (on its io thread, what a Python-only corgi does by default) or false (a lane
+# thread of its own, what a corgi with C++ routes does; this map has one, so it is given explicitly).
+PYTHON_ON_IO_THREADS=${PYTHON_ON_IO_THREADS:-true}
 PY=/usr/bin/python3.11
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -75,7 +78,7 @@ JSON
 start uwsgi uwsgi --plugin python3 --uwsgi-socket "127.0.0.1:$uwsgi_app" --processes 1 --threads 1 \
     --disable-logging --pythonpath "$APP_DIR" --wsgi-file "$APP_DIR/hello_wsgi.py"
 start corgi "$CORGI" --config "$routes" --pythonpath "$APP_DIR" --io-threads 1 --threads 1 --disable-logging \
-    --socket "127.0.0.1:$corgi_uwsgi" --socket "unix:$corgi_unix" --fastcgi-socket "127.0.0.1:$corgi_fcgi" \
+    --python-on-io-threads "$PYTHON_ON_IO_THREADS" --socket "127.0.0.1:$corgi_uwsgi" --socket "unix:$corgi_unix" --fastcgi-socket "127.0.0.1:$corgi_fcgi" \
     --scgi-socket "127.0.0.1:$corgi_scgi" --http "127.0.0.1:$corgi_http"
 corgi_pid=$last_pid
 wait_http "$corgi_http" /plaintext
@@ -118,7 +121,7 @@ start nginx /usr/sbin/nginx -p "$tmp" -e "$tmp/nginx-error.log" -c "$tmp/nginx.c
 for name in "${!front[@]}"; do wait_http "${front[$name]}" /plaintext || wait_http "${front[$name]}" /; done
 
 # --- runs -------------------------------------------------------------------------------------------------------
-echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s; 1 nginx worker; backends: 1 process / 1 io thread / 1 lane"
+echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s; 1 nginx worker; backends: 1 process / 1 io thread / 1 lane (corgi's on its io thread: $PYTHON_ON_IO_THREADS)"
 printf '%-44s %10s %9s\n' "path" "req/s" "p99_ms"
 if [ "$wsgi" = 1 ]; then
     measure "nginx -> uWSGI (uwsgi) wsgi hello" "${front[uwsgi_uwsgi]}" /

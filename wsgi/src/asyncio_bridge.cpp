@@ -373,20 +373,82 @@ void aio_driver::arm() {
     }
 }
 
-bool init_asyncio_bridge(bool async_views_hook) {
-    g_waker_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&waker_spec));
-    g_binding_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&binding_spec));
-    if (!g_waker_type || !g_binding_type) return false;
-    g_str_binding = PyUnicode_InternFromString("_corgi_binding");
-    g_str_context = PyUnicode_InternFromString("_corgi_context");
-    g_str_step = PyUnicode_InternFromString("_Task__step");
-    g_str_task_context = PyUnicode_InternFromString("_context");
-    if (!g_str_binding || !g_str_context || !g_str_step || !g_str_task_context) return false;
+namespace {
+
+// Watches for the first import of asyncio (and of asgiref.sync, for the async views hook) and
+// runs corgi's setup right after the module has executed: a worker whose app never imports
+// asyncio does not pay for it (asyncio pulls in ssl and libcrypto, about 10 MB of a Flask
+// worker's RSS), and one that does gets corgi's event loop policy before its own code can ask
+// for a loop. Each hook fires once and is then forgotten (a reload is the app's business).
+constexpr const char* post_import_source = R"PY(
+import sys
+
+class _HookedLoader:
+    def __init__(self, loader, hook):
+        self._corgi_loader = loader
+        self._corgi_hook = hook
+
+    def create_module(self, spec):
+        return self._corgi_loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._corgi_loader.exec_module(module)
+        self._corgi_hook(module)
+
+    def __getattr__(self, name):
+        return getattr(self._corgi_loader, name)
+
+
+class PostImportFinder:
+    """A meta path finder that finds nothing itself: it asks the finders after it and wraps the
+    loader of a watched module so that its hook runs once the module has executed."""
+
+    def __init__(self):
+        self._hooks = {}
+
+    def watch(self, name, hook):
+        module = sys.modules.get(name)
+        if module is not None:
+            hook(module)
+        else:
+            self._hooks[name] = hook
+
+    def find_spec(self, name, path=None, target=None):
+        hook = self._hooks.get(name)
+        if hook is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        del self._hooks[name]
+        spec.loader = _HookedLoader(spec.loader, hook)
+        return spec
+
+
+finder = PostImportFinder()
+sys.meta_path.insert(0, finder)
+)PY";
+
+bool g_bridge_loaded = false;
+bool g_bridge_loading = false;
+PyObject* g_bridge_module = nullptr;  // the Python half; lives as long as its interpreter
+
+// Runs the Python half (which imports asyncio) and looks up what the C half uses. GIL held.
+bool load_bridge() {
+    if (g_bridge_loaded || g_bridge_loading) return true;  // loading: asyncio's hook, re-entered
+    g_bridge_loading = true;
+    struct done {
+        ~done() { g_bridge_loading = false; }
+    } loading_ends;
     py_ref code(Py_CompileString(bridge_source, "<corgi asyncio bridge>", Py_file_input));
     if (!code) return false;
-    // The C half first: the Python half refers to it.
-    PyObject* shell = PyImport_AddModule("_corgi_asyncio");  // borrowed
-    if (!shell || PyModule_AddFunctions(shell, bridge_functions) != 0) return false;
     py_ref module(PyImport_ExecCodeModule("_corgi_asyncio", code.get()));
     if (!module) return false;
     g_loop_class = PyObject_GetAttrString(module.get(), "CorgiEventLoop");
@@ -402,6 +464,50 @@ bool init_asyncio_bridge(bool async_views_hook) {
         PyErr_SetString(PyExc_RuntimeError, "asyncio.tasks._current_tasks is not a dict");
         return false;
     }
+    if (!g_ensure_future || !g_set_running_loop) return false;
+    g_bridge_module = module.release();
+    g_bridge_loaded = true;
+    return true;
+}
+
+// The hooks PostImportFinder calls (the module just imported is their argument).
+PyObject* asyncio_imported(PyObject*, PyObject*) {
+    if (!load_bridge()) return nullptr;
+    Py_RETURN_NONE;
+}
+
+PyObject* asgiref_sync_imported(PyObject*, PyObject*) {
+    if (!load_bridge()) return nullptr;
+    return PyObject_CallMethod(g_bridge_module, "install_async_views_hook", nullptr);
+}
+
+PyMethodDef asyncio_imported_def = {"_asyncio_imported", asyncio_imported, METH_O, nullptr};
+PyMethodDef asgiref_sync_imported_def = {"_asgiref_sync_imported", asgiref_sync_imported, METH_O,
+                                         nullptr};
+
+bool watch_import(PyObject* finder, const char* name, PyMethodDef* hook_def) {
+    py_ref hook(PyCFunction_NewEx(hook_def, nullptr, nullptr));
+    return hook && py_ref(PyObject_CallMethod(finder, "watch", "sO", name, hook.get()));
+}
+
+}  // namespace
+
+bool init_asyncio_bridge(bool async_views_hook) {
+    // A new interpreter (tests start several in one process): what the last one loaded is gone
+    // with it, not to be released.
+    g_bridge_module = nullptr;
+    g_bridge_loaded = false;
+    g_waker_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&waker_spec));
+    g_binding_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&binding_spec));
+    if (!g_waker_type || !g_binding_type) return false;
+    g_str_binding = PyUnicode_InternFromString("_corgi_binding");
+    g_str_context = PyUnicode_InternFromString("_corgi_context");
+    g_str_step = PyUnicode_InternFromString("_Task__step");
+    g_str_task_context = PyUnicode_InternFromString("_context");
+    if (!g_str_binding || !g_str_context || !g_str_step || !g_str_task_context) return false;
+    // The C half first: the Python half, when it runs, refers to it.
+    PyObject* shell = PyImport_AddModule("_corgi_asyncio");  // borrowed
+    if (!shell || PyModule_AddFunctions(shell, bridge_functions) != 0) return false;
     py_ref builtins(PyImport_ImportModule("builtins"));
     py_ref code_noop(Py_CompileString("lambda: None", "<corgi>", Py_eval_input));
     if (!builtins || !code_noop) return false;
@@ -409,16 +515,21 @@ bool init_asyncio_bridge(bool async_views_hook) {
     if (!globals || PyDict_SetItemString(globals.get(), "__builtins__", builtins.get()) != 0)
         return false;
     g_noop = PyEval_EvalCode(code_noop.get(), globals.get(), globals.get());
-    if (!g_ensure_future || !g_set_running_loop || !g_noop) return false;
-    if (async_views_hook &&
-        !py_ref(PyObject_CallMethod(module.get(), "install_async_views_hook", nullptr)))
-        return false;
-    return true;
+    if (!g_noop) return false;
+    py_ref hooks_code(
+        Py_CompileString(post_import_source, "<corgi post-import hooks>", Py_file_input));
+    if (!hooks_code) return false;
+    py_ref hooks(PyImport_ExecCodeModule("_corgi_post_import", hooks_code.get()));
+    py_ref finder(hooks ? PyObject_GetAttrString(hooks.get(), "finder") : nullptr);
+    if (!finder || !watch_import(finder.get(), "asyncio", &asyncio_imported_def)) return false;
+    return !async_views_hook ||
+           watch_import(finder.get(), "asgiref.sync", &asgiref_sync_imported_def);
 }
 
 PyObject* lane_event_loop() {
     lane* l = lane::current();
     if (!l) Py_RETURN_NONE;
+    if (!load_bridge()) return nullptr;  // an awaitable that is not asyncio's, asyncio unimported
     if (aio_driver* d = l->asyncio()) return Py_NewRef(d->loop.get());
     auto d = std::make_unique<aio_driver>(*l);
     py_ref capsule(PyCapsule_New(l, "corgi.lane", nullptr));

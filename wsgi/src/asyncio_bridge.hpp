@@ -41,10 +41,11 @@ struct aio_driver {
     void arm();
 };
 
-// At start-up on the main thread state: imports asyncio and installs corgi's loop class and event
-// loop policy (asyncio.get_event_loop() inside a request returns its lane's loop). With
-// `async_views_hook`, also makes asgiref's async_to_sync (Flask and Django async views) await on
-// the lane's loop when called on a request's fiber (asgiref is imported now if installed).
+// At start-up on the main thread state: arranges that corgi's loop class and event loop policy
+// (asyncio.get_event_loop() inside a request returns its lane's loop) are installed when asyncio
+// is first imported, by the app or by corgi for an awaitable. With `async_views_hook`, also
+// makes asgiref's async_to_sync (Flask and Django async views) await on the lane's loop when
+// called on a request's fiber, once asgiref.sync is imported.
 bool init_asyncio_bridge(bool async_views_hook);
 
 // The loop of the calling lane, created on first use (new reference); None outside a lane.

@@ -39,8 +39,9 @@ class lane {
   public:
     // io_thread_context: the io thread's io_context when the lane lives on that io thread
     // (run_on_io_thread() is then its loop); null for a lane with its own thread.
+    // nice: added to the lane thread's nice value (see python_settings::lane_nice).
     lane(std::size_t index, std::size_t max_fibers, std::size_t stack_bytes,
-         net::io_context* io_thread_context = nullptr);
+         net::io_context* io_thread_context = nullptr, int nice = 0);
     ~lane();
     lane(const lane&) = delete;
     lane& operator=(const lane&) = delete;
@@ -119,9 +120,9 @@ class lane {
 
     void run();
     void drain();
-    // A lane on an io thread, about to run Python: when responses are waiting to go out, their
-    // wake-ups are posted (they run first) and true tells the caller to post itself behind them,
-    // so a finished response is written before another request's Python runs.
+    // A lane on an io thread, about to run Python: when the responses waiting to go out are due
+    // (see the definition), their wake-ups are posted (they run first) and true tells the caller
+    // to post itself behind them.
     bool yield_to_io();
     void dispatch(call* c, lane_msg m);
     void deliver_timeout(call& c);
@@ -132,6 +133,7 @@ class lane {
     std::size_t index_;
     std::size_t max_fibers_;
     std::size_t stack_bytes_;
+    int nice_;
     std::optional<net::io_context> own_io_;  // a lane with its own thread
     net::io_context* io_;                    // own_io_, or the io thread's
     bool on_io_thread_;
@@ -161,6 +163,8 @@ class lane {
     std::vector<fiber*> idle_;
     std::deque<call*> backlog_;
     std::unique_ptr<aio_driver> aio_;
+    std::int64_t recent_run_ticks_ = 0;  // on an io thread: see yield_to_io
+
 
     // Batched io wake-ups (see kick_io).
     std::mutex kicks_mutex_;

@@ -83,6 +83,8 @@ void add_python_settings(settings_schema& schema, python_settings& py) {
                              python_settings::min_fiber_stack_kib,
                              python_settings::max_fiber_stack_kib));
     schema.add(bool_setting({"async_views_hook"}, {"--async-views-hook"}, {}, py.async_views_hook));
+    schema.add(count_setting({"lane_nice"}, {"--lane-nice"}, {}, py.lane_nice, 0,
+                             python_settings::max_lane_nice));
     {
         // auto, or a boolean: true runs Python on the io threads, false on lanes of their own.
         setting s;

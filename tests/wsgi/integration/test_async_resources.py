@@ -99,3 +99,22 @@ def test_await_of_asyncio_sleep_and_tcp_client(corgi):
     assert data["status_line"].startswith("HTTP/1.1 200")
     assert "loop" in data["body"]
     assert data["seconds"] >= 0.05 and data["same_loop"] is True
+
+
+def test_asyncio_is_imported_only_when_the_app_needs_it(corgi):
+    """corgi's asyncio bridge waits for the first import of asyncio (about 10 MB of a worker's RSS
+    with the ssl it pulls in): an app that never uses it does not get it; one that imports it in a
+    request gets the lane's loop from asyncio.get_event_loop()."""
+    srv = corgi(*python_app("--wsgi", "lazy_asyncio:app"))
+    assert json.loads(srv.get("/modules")[2]) == {"asyncio": False, "ssl": False}
+    status, _, body = srv.get("/import-and-sleep")
+    assert status == 200, body
+    assert json.loads(body) == {"loop": "CorgiEventLoop", "same": True}
+    assert json.loads(srv.get("/modules")[2])["asyncio"] is True
+
+
+def test_awaiting_a_plain_coroutine_sets_up_asyncio_on_demand(corgi):
+    srv = corgi(*python_app("--wsgi", "lazy_asyncio:app"))
+    status, _, body = srv.get("/plain-await")
+    assert status == 200, body
+    assert json.loads(body) == {"value": 42, "asyncio": True}

@@ -176,7 +176,7 @@ struct server_options {
     // the graceful timeout closed every connection (a handler that never returns: Python spinning
     // on an io thread, a blocking C call): run() cannot return, so the program decides (the corgi
     // binary exits). Unset: run() waits.
-    std::function<void()> on_stuck_thread;
+    std::function<void()> on_stuck_thread{};  // braces: as limits above
     static constexpr std::chrono::seconds stuck_wait{2};
 };
 

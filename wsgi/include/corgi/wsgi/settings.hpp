@@ -35,6 +35,10 @@ struct python_settings {
     std::size_t fiber_stack_kib = 256;
     bool async_views_hook = true;  // asgiref's async_to_sync awaits on the lane's asyncio loop
     lane_placement python_on_io_threads = lane_placement::automatic;
+    // Added to the nice value of lane threads (not io threads): when Python saturates the cores,
+    // the scheduler still runs an io thread the moment it has work, so C++ routes and I/O keep
+    // their latency.
+    std::size_t lane_nice = 0;
     // environ["wsgi.multiprocess"]: set by the corgi binary in pre-forked workers when there are
     // several (as Gunicorn does), not a setting of its own.
     bool multiprocess = false;
@@ -48,11 +52,12 @@ struct python_settings {
     static constexpr std::size_t max_fibers = 100'000;
     static constexpr std::size_t min_fiber_stack_kib = 64;
     static constexpr std::size_t max_fiber_stack_kib = 65'536;
+    static constexpr std::size_t max_lane_nice = 19;
 };
 
 // Registers the WSGI settings (wsgi, wsgi_file, callable, mounts, pythonpath, chdir, threads,
-// fibers, fiber_stack_kib, async_views_hook, python_on_io_threads) in the schema, bound to
-// `settings`.
+// fibers, fiber_stack_kib, async_views_hook, python_on_io_threads, lane_nice) in the schema, bound
+// to `settings`.
 void add_python_settings(settings_schema& schema, python_settings& settings);
 
 }  // namespace corgi::wsgi
