@@ -11,6 +11,7 @@
 #   ROUNDS=1                   measured runs per server (each row printed; the ratios use medians)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/nginx_conf.sh
 what=${1:-all}
 CORGI=${CORGI:-build/bin/corgi}
 PY=/usr/bin/python3.11
@@ -97,20 +98,11 @@ echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, $( [ "$RATE" -gt 0 ] && echo "paced
 printf '%-40s %10s %12s\n' server req/s cpu_us/req
 
 if [ "$what" = all ] || [ "$what" = cpp ]; then
-    cat >"$tmp/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-master_process off;
-error_log $tmp/nginx-error.log;
-pid $tmp/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $tmp; proxy_temp_path $tmp; fastcgi_temp_path $tmp; uwsgi_temp_path $tmp; scgi_temp_path $tmp;
-  keepalive_requests 1000000;
+    { nginx_conf_start "$tmp"; cat <<NGINX
   server { listen 127.0.0.1:@P@; location / { default_type text/plain; return 200 "Hello, World!"; } }
 }
 NGINX
+    } >"$tmp/nginx.conf"
     # The port goes into the file (bench substitutes arguments only).
     bench "nginx return 200" / sh -c "sed 's/@P@/PORT/' '$tmp/nginx.conf' >'$tmp/nginx-run.conf' &&
         exec /usr/sbin/nginx -p '$tmp' -c '$tmp/nginx-run.conf'"

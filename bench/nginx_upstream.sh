@@ -7,6 +7,7 @@
 #   KEEP_TMP=1                            keep the temporary directory (configs, logs) for inspection
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/nginx_conf.sh
 CORGI=${CORGI:-build/bin/corgi}
 # Where corgi's lane runs: true (on its io thread, what a Python-only corgi does by default) or false (a lane
 # thread of its own, what a corgi with C++ routes does; this map has one, so it is given explicitly).
@@ -102,21 +103,12 @@ add_front corgi_fastcgi "include fastcgi_params; fastcgi_pass corgi_fastcgi; fas
 add_front corgi_scgi "include scgi_params; scgi_pass 127.0.0.1:$corgi_scgi;"
 add_front corgi_http "proxy_pass http://corgi_http; proxy_http_version 1.1; proxy_set_header Connection \"\";"
 for f in uwsgi_params fastcgi_params scgi_params; do ln -s "/etc/nginx/$f" "$tmp/$f"; done
-cat >"$tmp/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-master_process off;
-error_log $tmp/nginx-error.log;
-pid $tmp/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $tmp; proxy_temp_path $tmp; fastcgi_temp_path $tmp; uwsgi_temp_path $tmp; scgi_temp_path $tmp;
-  keepalive_requests 1000000;
+{ nginx_conf_start "$tmp"; cat <<NGINX
   upstream corgi_fastcgi { server 127.0.0.1:$corgi_fcgi; keepalive 32; }
   upstream corgi_http { server 127.0.0.1:$corgi_http; keepalive 32; }
 $servers}
 NGINX
+} >"$tmp/nginx.conf"
 start nginx /usr/sbin/nginx -p "$tmp" -e "$tmp/nginx-error.log" -c "$tmp/nginx.conf"
 for name in "${!front[@]}"; do wait_http "${front[$name]}" /plaintext || wait_http "${front[$name]}" /; done
 

@@ -4,6 +4,7 @@
 #   bench/run.sh [cpp|wsgi|all] (default all); DURATION=10 CONNECTIONS=64 to change the load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/nginx_conf.sh
 what=${1:-all}
 CORGI=${CORGI:-build/bin/corgi}
 PY=/usr/bin/python3.11
@@ -58,20 +59,11 @@ printf '%-34s %-6s %10s %9s %9s\n' server mode req/s p99_ms rss_kib
 : >"$results"
 
 if [ "$what" = cpp ] || [ "$what" = all ]; then
-  cat >"$tmp/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-master_process off;
-error_log $tmp/nginx-error.log;
-pid $tmp/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $tmp; proxy_temp_path $tmp; fastcgi_temp_path $tmp; uwsgi_temp_path $tmp; scgi_temp_path $tmp;
-  keepalive_requests 1000000;
+  { nginx_conf_start "$tmp"; cat <<NGINX
   server { listen 127.0.0.1:PORT; location / { default_type text/plain; return 200 "Hello, World!"; } }
 }
 NGINX
+  } >"$tmp/nginx.conf"
   port=$(free_port); sed -i "s/PORT/$port/" "$tmp/nginx.conf"
   start nginx "$port" / /usr/sbin/nginx -p "$tmp" -c "$tmp/nginx.conf"; pid=$last_pid
   for mode in ka close; do run_wrk "nginx return 200" "$port" / "$mode" "$pid"; done

@@ -217,10 +217,9 @@ task<void> serve_stream_request(connection& conn, const stream_protocol& proto) 
             co_return;  // the proxy is gone or stalled: nobody to answer
         }
     }
-    if (co_await respond(conn, proto, s, res)) {
-        boost::system::error_code ignored;
-        conn.socket().shutdown(net::socket_base::shutdown_send, ignored);
-    }
+    // The server's close() ends the connection (its FIN follows the answer): a shutdown() first
+    // would be one more system call per request, which behind nginx means per connection.
+    (void)co_await respond(conn, proto, s, res);
 }
 
 }  // namespace corgi::protocols::detail

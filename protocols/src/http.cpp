@@ -248,9 +248,7 @@ task<void> serve_http(connection& conn) {
                 co_await conn.linger_close();
                 co_return;
             }
-            boost::system::error_code ignored;
-            conn.socket().shutdown(net::socket_base::shutdown_send, ignored);
-            co_return;
+            co_return;  // the server's close() sends the FIN
         }
     }
 }
