@@ -263,8 +263,7 @@ void start_lanes_on(corgi::server* srv) {
         });
     } else {
         for (std::size_t i = 0; i < rt->settings.threads; ++i)
-            rt->lanes.push_back(std::make_unique<lane>(i, rt->settings.fibers, stack_bytes,
-                                                       nullptr,
+            rt->lanes.push_back(std::make_unique<lane>(i, rt->settings.fibers, stack_bytes, nullptr,
                                                        static_cast<int>(rt->settings.lane_nice)));
     }
     stats::current().lanes.store(rt->settings.threads, std::memory_order_relaxed);

@@ -418,7 +418,6 @@ bool lane::post_io(call& c, std::uint8_t events, std::string_view data, bool* fu
     return true;
 }
 
-
 void lane::kick_io(call& c) {
     bool first;
     {
@@ -504,8 +503,8 @@ lane_msg lane::exchange(call& c, std::uint8_t events) {
 bool lane::let_io_write(call& c) {
     fiber& f = *c.runner;
     const std::uint64_t token = f.arm();
-    flush_kicks();          // the io side's wake-up goes first,
-    wake_later(f, token);   // then this fiber
+    flush_kicks();         // the io side's wake-up goes first,
+    wake_later(f, token);  // then this fiber
     return f.wait();
 }
 

@@ -165,7 +165,6 @@ class lane {
     std::unique_ptr<aio_driver> aio_;
     std::int64_t recent_run_ticks_ = 0;  // on an io thread: see yield_to_io
 
-
     // Batched io wake-ups (see kick_io).
     std::mutex kicks_mutex_;
     std::vector<call*> kicks_;    // under kicks_mutex_

@@ -32,7 +32,6 @@ struct runtime {
     bool multithread = true;               // more than one request can be inside the app at once
     bool lanes_on_io_threads = false;      // each lane is an io thread's (pick_lane: this thread's)
 
-
     // The lane with the fewest requests in it.
     lane& pick_lane() noexcept;
 };

@@ -106,14 +106,16 @@ void add_python_settings(settings_schema& schema, python_settings& py) {
         };
         s.get = [&py]() -> nlohmann::json {
             switch (py.python_on_io_threads) {
-                case lane_placement::io_threads: return true;
-                case lane_placement::own_threads: return false;
-                default: return "auto";
+                case lane_placement::io_threads:
+                    return true;
+                case lane_placement::own_threads:
+                    return false;
+                default:
+                    return "auto";
             }
         };
         schema.add(std::move(s));
     }
-
 }
 
 }  // namespace corgi::wsgi

@@ -239,7 +239,6 @@ class server {
     using io_loop = std::function<void(std::size_t index, net::io_context&)>;
     void set_io_loop(io_loop loop) { io_loop_ = std::move(loop); }
 
-
   private:
     friend class connection;
     peer_trust trust_;
@@ -265,7 +264,6 @@ class server {
     std::function<void()> cancel_signals_;          // control thread only
     std::atomic<bool> threads_done_{false};         // every io thread has returned
     io_loop io_loop_;
-
 };
 
 }  // namespace corgi
