@@ -180,6 +180,8 @@ bool connection::has_pending_input() noexcept {
 }
 
 void connection::expires_after(std::chrono::steady_clock::duration d) noexcept {
+    if (awaiting_first_bytes_ && draining())
+        d = std::min<std::chrono::steady_clock::duration>(d, first_bytes_grace);
     deadline_ = std::chrono::steady_clock::now() + d;
 }
 
@@ -205,6 +207,12 @@ void connection::set_idle(bool idle) noexcept {
     idle_ = idle;
     // Draining: an idle connection ends, unless its next request has already arrived.
     if (idle && draining() && (lingering_ || !has_pending_input())) close();
+}
+
+void connection::cancel_wait() noexcept {
+    if (closed_) return;
+    boost::system::error_code ec;
+    socket_.cancel(ec);
 }
 
 void connection::close() noexcept {
@@ -531,7 +539,8 @@ task<void> server::accept_loop(std::shared_ptr<listener> l) {
                 conn->next_ = slot.head;
                 if (slot.head) slot.head->prev_ = conn.get();
                 slot.head = conn.get();
-                if (stopping() && !conn->has_pending_input()) conn->close();
+                // Accepted as a shutdown begins: served all the same (a fresh connection is not
+                // idle), since its client has sent or is sending a request.
                 co_await l->proto.serve(*conn);
             },
             [this, conn, l](std::exception_ptr e) {
@@ -683,11 +692,22 @@ std::vector<int> server::listener_fds() const {
 }
 
 void server::close_idle_and_wait(std::size_t slot_index) {
-    // An idle connection whose next request has already arrived (a fresh connection not read
-    // yet, a pipelined request) is served with `Connection: close` rather than reset: closing a
-    // socket with unread bytes sends RST, and the client loses a request it already sent.
-    for (connection* c = slots_[slot_index]->head; c; c = c->next_)
-        if (c->idle_ && (c->lingering_ || !c->has_pending_input())) c->close();
+    // An idle connection whose next request has already arrived (a pipelined request) is served
+    // with `Connection: close` rather than reset: closing a socket with unread bytes sends RST,
+    // and the client loses a request it already sent. The others have their wait cancelled, not
+    // their socket closed: the reactor may already have read the next request into the session's
+    // buffer, its completion queued behind this handler (FIONREAD is 0 then). The session serves
+    // those bytes, or returns on the cancelled read, and the server closes the socket after it.
+    const auto first_bytes_due = std::chrono::steady_clock::now() + connection::first_bytes_grace;
+    for (connection* c = slots_[slot_index]->head; c; c = c->next_) {
+        if (c->awaiting_first_bytes_ && !c->has_pending_input())
+            c->deadline_ = std::min(c->deadline_, first_bytes_due);
+        if (!c->idle_) continue;
+        if (c->lingering_)
+            c->close();  // what a lingering read gets is dropped anyway
+        else if (!c->has_pending_input())
+            c->cancel_wait();
+    }
 }
 
 void server::finish_shutdown() {

@@ -145,9 +145,8 @@ task<void> serve_stream_request(connection& conn, const stream_protocol& proto) 
     if (buffer.size() < 16 * 1024) buffer.resize(std::min<std::size_t>(max_head, 16 * 1024));
 
     // The head, under the header timeout from the accept: a proxy writes its request as soon as it
-    // connects.
-    conn.set_idle(true);
-    if (conn.draining() && !conn.has_pending_input()) co_return;
+    // connects. One request per connection, so the connection is never idle: a draining server
+    // still serves the request its proxy is sending.
     conn.expires_after(limits.header_timeout);
     builder.begin(req, proto.name);
     std::size_t used = 0;
@@ -164,8 +163,8 @@ task<void> serve_stream_request(connection& conn, const stream_protocol& proto) 
                     " from " + peer_of(conn));
             co_return;
         }
-        if (used == 0) conn.set_idle(false);
         used += n;
+        conn.received_first_bytes();
         head = proto.parse(std::string_view(buffer.data(), used), max_vars, builder);
         if (head.state == stream_head::status::complete) break;
         if (head.state == stream_head::status::error) {

@@ -192,6 +192,7 @@ struct fcgi_session {
                 co_return fcgi::reader::event{};
             }
             reader.commit(n);
+            conn.received_first_bytes();
         }
     }
 };
@@ -300,8 +301,11 @@ task<void> serve_fastcgi(connection& conn) {
         // Between requests: idle (a graceful shutdown may close us) until a BEGIN_REQUEST arrives.
         // The first request's head is due within the header timeout of the accept, a later one's
         // BEGIN_REQUEST within the idle timeout and its PARAMS within the header timeout after it.
-        conn.set_idle(true);
-        if (conn.draining() && s.reader.buffered() == 0 && !conn.has_pending_input()) co_return;
+        // A fresh connection is not idle: the proxy writes its first request as it connects, and
+        // a draining server still serves it.
+        conn.set_idle(served > 0);
+        if (served > 0 && conn.draining() && s.reader.buffered() == 0 && !conn.has_pending_input())
+            co_return;
         const clock::time_point wait_deadline =
             clock::now() + (served == 0 ? limits.header_timeout : limits.idle_timeout);
         auto e = co_await s.next(wait_deadline);

@@ -153,8 +153,12 @@ task<void> serve_http(connection& conn) {
 
         // The header: idle timeout until its first byte, then the header timeout for all of it
         // (slowloris).
-        conn.set_idle(s.buffer.size() == 0);
-        if (conn.draining() && s.buffer.size() == 0 && !conn.has_pending_input()) co_return;
+        // Idle only between requests: a fresh connection was accepted before any shutdown began,
+        // so its client has sent or is sending its first request, which a draining server still
+        // serves (as nginx does) within the header timeout and the grace period.
+        const bool between_requests = served > 0 && s.buffer.size() == 0;
+        conn.set_idle(between_requests);
+        if (conn.draining() && between_requests && !conn.has_pending_input()) co_return;
         conn.expires_after(s.buffer.size() == 0 ? limits.idle_timeout : limits.header_timeout);
         if (s.buffer.size() == 0) {
             // Beast's read completes only once its parser consumes bytes, i.e. a whole header, so
@@ -165,6 +169,7 @@ task<void> serve_http(connection& conn) {
             if (ec || n == 0)
                 co_return;  // closed, or idle past the keep-alive timeout, between requests: normal
             s.buffer.commit(n);
+            conn.received_first_bytes();
             conn.set_idle(false);
             conn.expires_after(limits.header_timeout);
         }

@@ -11,9 +11,11 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -147,14 +149,35 @@ class prefork_server {
     }
     // The pid of the worker that served a fresh connection, or 0.
     pid_t served_by(std::string_view target = "/") {
-        auto r = fetch(port(), target);
-        if (!r || r->status != 200) return 0;
-        return static_cast<pid_t>(std::stol(r->body));
+        int connect_error = 0;
+        auto c = http_client::try_tcp(port(), "127.0.0.1", &connect_error);
+        std::string why;
+        if (!c) {
+            why = std::string("connect: ") + std::strerror(connect_error);
+        } else if (!c->send(get_request(target, "Connection: close\r\n"))) {
+            why = "send: the connection was closed";
+        } else if (auto r = c->read_response(); !r) {
+            why = c->error();
+        } else if (r->status != 200) {
+            why = "status " + std::to_string(r->status) + ": " + r->body;
+        } else {
+            return static_cast<pid_t>(std::stol(r->body));
+        }
+        std::lock_guard lock(failures_mutex_);
+        failures_ += std::string(target) + " failed: " + why + "\n";
+        return 0;
+    }
+    // What went wrong with each request served_by() counted as failed (for INFO).
+    std::string failures() {
+        std::lock_guard lock(failures_mutex_);
+        return failures_;
     }
 
   private:
     corgi_server server_;
     std::map<pid_t, unsigned long long> seen_;
+    std::mutex failures_mutex_;
+    std::string failures_;
 };
 
 }  // namespace
@@ -278,6 +301,7 @@ TEST_CASE("process model: SIGHUP replaces every worker one at a time without fai
     done = true;
     load.join();
     INFO(srv.err());
+    INFO(srv.failures());
     CHECK(replaced);
     CHECK(settled);
     CHECK(failed == 0);
@@ -325,6 +349,7 @@ TEST_CASE("process model: three SIGHUPs under load from two clients, slow reques
     fast.join();
     slow.join();
     INFO(srv.err());
+    INFO(srv.failures());
     CHECK(all_replaced);
     CHECK(failed == 0);
     CHECK(ok > 20);

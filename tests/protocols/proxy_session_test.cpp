@@ -14,11 +14,13 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -73,9 +75,10 @@ corgi::task<corgi::response> describe_request(corgi::request& req) {
 struct proxy_server {
     corgi::server srv;
     std::uint16_t uwsgi_port = 0, scgi_port = 0, fastcgi_port = 0, http_port = 0;
+    // With `unix_too`, the same four on unix sockets as well (removed when the server ends).
+    std::string uwsgi_path, scgi_path, fastcgi_path, http_path;
     std::thread thread;
-
-    explicit proxy_server(corgi::server_limits limits = {})
+    explicit proxy_server(corgi::server_limits limits = {}, bool unix_too = false)
         : srv([&] {
               corgi::server_options o;
               o.io_threads = 1;
@@ -90,6 +93,20 @@ struct proxy_server {
         scgi_port = srv.listen(local, corgi::protocols::scgi()).port;
         fastcgi_port = srv.listen(local, corgi::protocols::fastcgi()).port;
         http_port = srv.listen(local, corgi::protocols::http()).port;
+        if (unix_too) {
+            const std::string base = std::filesystem::temp_directory_path().string() +
+                                     "/corgi-session-" + std::to_string(::getpid()) + "-";
+            uwsgi_path = base + "uwsgi.sock";
+            scgi_path = base + "scgi.sock";
+            fastcgi_path = base + "fastcgi.sock";
+            http_path = base + "http.sock";
+            srv.listen(corgi::listen_address::parse("unix:" + uwsgi_path),
+                       corgi::protocols::uwsgi());
+            srv.listen(corgi::listen_address::parse("unix:" + scgi_path), corgi::protocols::scgi());
+            srv.listen(corgi::listen_address::parse("unix:" + fastcgi_path),
+                       corgi::protocols::fastcgi());
+            srv.listen(corgi::listen_address::parse("unix:" + http_path), corgi::protocols::http());
+        }
         thread = std::thread([this] { srv.run(); });
     }
     ~proxy_server() {
@@ -110,6 +127,17 @@ class client {
         a.sin_family = AF_INET;
         a.sin_port = htons(port);
         a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    }
+    explicit client(const std::string& unix_path) {
+        fd_ = ::socket(AF_UNIX, SOCK_STREAM, 0);
+        REQUIRE(fd_ >= 0);
+        timeval tv{5, 0};
+        ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        REQUIRE(unix_path.size() < sizeof a.sun_path);
+        std::memcpy(a.sun_path, unix_path.c_str(), unix_path.size() + 1);
         REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
     }
     ~client() { ::close(fd_); }
@@ -732,6 +760,62 @@ TEST_CASE("proxy session: a refused body is drained after the 413, never reset",
         CHECK(c.eof());
         CHECK_FALSE(c.reset());
     }
+}
+
+// A graceful stop closes listeners and idle keep-alive connections, but a connection accepted
+// before it belongs to a client that has sent, or is sending, its request: closing it would lose
+// that request (nginx connects to a unix socket, the stop or a reload begins, nginx writes its
+// request and gets a reset: a 502). Each protocol serves it. Unix sockets, because a TCP
+// listener defers the accept until the first bytes (TCP_DEFER_ACCEPT): such a connection is not
+// accepted before the request arrives.
+TEST_CASE("graceful stop: a connection accepted before it is served, an idle one is closed",
+          "[session][shutdown]") {
+    auto s = std::make_unique<proxy_server>(corgi::server_limits{}, true);
+    client fresh_http(s->http_path), fresh_uwsgi(s->uwsgi_path), fresh_scgi(s->scgi_path),
+        fresh_fastcgi(s->fastcgi_path);
+    // Idle: each has served one request on a connection it keeps.
+    client idle_http(s->http_port), idle_fastcgi(s->fastcgi_port);
+    // Connected, and never a byte (a preconnect, a port check): it must not hold the stop for the
+    // grace period (30 s here), only for connection::first_bytes_grace.
+    client silent(s->uwsgi_path);
+    REQUIRE(idle_http.send("GET /noread HTTP/1.1\r\nHost: t\r\n\r\n"));
+    REQUIRE(idle_fastcgi.send(wire::request(1, request_vars("GET", "/noread"), {}, true)));
+    REQUIRE(wire::end_status_of(wire::parse(idle_fastcgi.read_until_end_request(1)), 1) == 0);
+    std::this_thread::sleep_for(200ms);  // everything accepted, the HTTP answer sent
+    const auto stopped_at = std::chrono::steady_clock::now();
+    s->srv.stop();
+    std::this_thread::sleep_for(300ms);  // draining: a request arriving now found its connection
+                                         // open
+
+    REQUIRE(fresh_http.send("GET /a%20b?x=1 HTTP/1.1\r\nHost: example\r\n\r\n"));
+    auto http = split(fresh_http.read_to_end());
+    CHECK(fresh_http.eof());
+    CHECK(http.head.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+    CHECK(http.head.find("Connection: close\r\n") != std::string::npos);
+    CHECK(http.body.find("GET |/a b?x=1 proto=http") == 0);
+
+    REQUIRE(fresh_uwsgi.send(corgi::test::uwsgi_packet(request_vars("GET", "/a%20b?x=1"))));
+    CHECK(split(fresh_uwsgi.read_to_end()).body == expected_for("uwsgi"));
+    REQUIRE(fresh_scgi.send(corgi::test::scgi_packet(scgi_vars("GET", "/a%20b?x=1"))));
+    CHECK(split(fresh_scgi.read_to_end()).body == expected_for("scgi"));
+    REQUIRE(fresh_fastcgi.send(wire::request(1, request_vars("GET", "/a%20b?x=1"), {}, true)));
+    auto records = wire::parse(fresh_fastcgi.read_until_end_request(1));
+    CHECK(wire::end_status_of(records, 1) == 0);
+    CHECK(split(wire::stdout_of(records, 1)).body == expected_for("fastcgi"));
+
+    // The idle ones were closed when the stop began, without an answer to anything.
+    const std::string http_rest = idle_http.read_to_end();
+    CHECK(idle_http.eof());
+    CHECK(http_rest.find("unread") != std::string::npos);  // its one answer, nothing after it
+    CHECK(http_rest.find("HTTP/1.1", 1) == std::string::npos);
+    CHECK(idle_fastcgi.read_to_end().empty());
+    CHECK(idle_fastcgi.eof());
+    CHECK(silent.read_to_end().empty());
+    CHECK(silent.eof());
+    const std::string socket_file = s->http_path;
+    s.reset();  // run() returns: nothing is left open
+    CHECK(std::chrono::steady_clock::now() - stopped_at < 5s);  // not the 10 s header timeout
+    CHECK_FALSE(std::filesystem::exists(socket_file));
 }
 
 // bind_listener + server::adopt: the seam a pre-fork master uses (its children adopt the socket

@@ -112,6 +112,8 @@ class connection : public std::enable_shared_from_this<connection> {
     bool timed_out() const noexcept { return timed_out_; }
 
     // Idle: between requests. A shutdown closes idle connections at once and lets busy ones finish.
+    // A fresh connection is not idle: its client sent or is sending a request before the listener
+    // closed, and that request is still served (within the header timeout and the grace period).
     void set_idle(bool idle) noexcept;
     // The server is shutting down: answer the current request with `Connection: close`, then end.
     bool draining() const noexcept;
@@ -124,6 +126,16 @@ class connection : public std::enable_shared_from_this<connection> {
 
     // Closes the socket (idempotent); pending operations complete with an error.
     void close() noexcept;
+    // Cancels pending operations (they complete with operation_aborted) and leaves the socket
+    // open: what a completed read already delivered still reaches the session.
+    void cancel_wait() noexcept;
+
+    // Sessions call this when the first bytes of the connection arrive. Until then a draining
+    // server gives the connection first_bytes_grace to start its request (a client that has
+    // connected and then sent nothing for that long, such as a preconnect or a port check, would
+    // otherwise hold the shutdown for the whole grace period).
+    void received_first_bytes() noexcept { awaiting_first_bytes_ = false; }
+    static constexpr std::chrono::seconds first_bytes_grace{1};
 
     // Ends a connection whose peer may still be sending (an error answered before the request
     // was read to its end): shuts the write side, then reads and drops what arrives until the
@@ -142,7 +154,8 @@ class connection : public std::enable_shared_from_this<connection> {
     stream_socket socket_;
     std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
     bool timed_out_ = false;
-    bool idle_ = true;
+    bool idle_ = false;
+    bool awaiting_first_bytes_ = true;
     bool closed_ = false;
     bool lingering_ = false;
     mutable signed char trusted_ = -1;  // trusted_peer(), looked up once
