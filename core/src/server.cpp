@@ -14,6 +14,7 @@
 #include <boost/asio/signal_set.hpp>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -26,6 +27,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cstring>
 #include <optional>
 #include <stdexcept>
 #include <thread>
@@ -116,7 +118,12 @@ std::string listen_address::to_string() const {
 // server internals
 
 struct server::listener {
-    net::basic_socket_acceptor<net::generic::stream_protocol> acceptor;
+    using acceptor_type = net::basic_socket_acceptor<net::generic::stream_protocol>;
+    acceptor_type acceptor;  // io thread 0's, the descriptor the listener was bound or adopted as
+    std::vector<std::unique_ptr<acceptor_type>> more;  // io thread i's at i - 1 (null: none)
+    acceptor_type& acceptor_of(std::size_t io_thread) {
+        return io_thread == 0 ? acceptor : *more[io_thread - 1];
+    }
     protocol proto;
     listen_address address;
     // Bound to one address: every connection's local address is this one, no getsockname needed.
@@ -159,16 +166,91 @@ connection::connection(server& owner, stream_socket socket)
     if (!ec) describe(local, local_addr_, local_port_);
 }
 
-connection::connection(server& owner, stream_socket socket, std::string remote_addr,
-                       std::uint16_t remote_port, std::string local_addr, std::uint16_t local_port)
+connection::connection(server& owner, const net::any_io_executor& executor, int fd, int family,
+                       std::string remote_addr, std::uint16_t remote_port, std::string local_addr,
+                       std::uint16_t local_port)
     : owner_(owner),
-      socket_(std::move(socket)),
+      socket_(executor),
+      raw_fd_(fd),
+      family_(family),
       remote_addr_(std::move(remote_addr)),
       local_addr_(std::move(local_addr)),
       remote_port_(remote_port),
       local_port_(local_port) {}
 
-connection::~connection() = default;
+connection::~connection() {
+    if (raw_fd_ >= 0) ::close(raw_fd_);
+}
+
+void connection::adopt_descriptor() noexcept {
+    const int fd = std::exchange(raw_fd_, -1);
+    boost::system::error_code ec;
+    socket_.assign(net::generic::stream_protocol(family_, family_ == AF_UNIX ? 0 : IPPROTO_TCP),
+                   fd, ec);
+    if (ec) {
+        // Only when epoll refuses it (out of memory): the socket stays closed, and the session's
+        // operations on it fail at once.
+        ::close(fd);
+        closed_ = true;
+    }
+}
+
+int connection::native_fd() noexcept {
+    return raw_fd_ >= 0 ? raw_fd_ : socket_.is_open() ? socket_.native_handle() : -1;
+}
+
+std::size_t connection::try_read(net::mutable_buffer buffer,
+                                 boost::system::error_code& ec) noexcept {
+    ec.clear();
+    if (raw_fd_ < 0) {
+        ec = closed_ ? net::error::bad_descriptor : net::error::would_block;
+        return 0;
+    }
+    for (;;) {
+        const ssize_t n = ::recv(raw_fd_, buffer.data(), buffer.size(), 0);
+        if (n > 0) return static_cast<std::size_t>(n);
+        if (n == 0) {
+            ec = net::error::eof;
+            return 0;
+        }
+        if (errno == EINTR) continue;
+        ec = errno == EAGAIN || errno == EWOULDBLOCK
+                 ? boost::system::error_code(net::error::would_block)
+                 : boost::system::error_code(errno, boost::system::system_category());
+        return 0;
+    }
+}
+
+std::size_t connection::try_write(std::span<const net::const_buffer> buffers,
+                                  boost::system::error_code& ec) noexcept {
+    ec.clear();
+    if (raw_fd_ < 0) {
+        ec = closed_ ? net::error::bad_descriptor : net::error::would_block;
+        return 0;
+    }
+    std::array<iovec, 16> iov;
+    std::size_t count = 0;
+    for (const auto& b : buffers) {
+        if (b.size() == 0) continue;
+        if (count == iov.size()) break;  // the rest goes on socket()
+        iov[count].iov_base = const_cast<void*>(b.data());
+        iov[count].iov_len = b.size();
+        ++count;
+    }
+    if (count == 0) return 0;
+    msghdr msg{};
+    msg.msg_iov = iov.data();
+    msg.msg_iovlen = count;
+    for (;;) {
+        const ssize_t n = ::sendmsg(raw_fd_, &msg, MSG_NOSIGNAL);
+        if (n >= 0) return static_cast<std::size_t>(n);
+        if (errno == EINTR) continue;
+        ec = errno == EAGAIN || errno == EWOULDBLOCK
+                 ? boost::system::error_code(net::error::would_block)
+                 : boost::system::error_code(errno, boost::system::system_category());
+        return 0;
+    }
+}
 
 const server_limits& connection::limits() const noexcept { return owner_.limits(); }
 const handler& connection::app() const noexcept { return owner_.app(); }
@@ -176,7 +258,7 @@ bool connection::draining() const noexcept { return owner_.stopping(); }
 
 bool connection::has_pending_input() noexcept {
     int n = 0;
-    return !closed_ && ::ioctl(socket_.native_handle(), FIONREAD, &n) == 0 && n > 0;
+    return !closed_ && ::ioctl(native_fd(), FIONREAD, &n) == 0 && n > 0;
 }
 
 void connection::expires_after(std::chrono::steady_clock::duration d) noexcept {
@@ -210,7 +292,7 @@ void connection::set_idle(bool idle) noexcept {
 }
 
 void connection::cancel_wait() noexcept {
-    if (closed_) return;
+    if (closed_ || raw_fd_ >= 0) return;  // a raw descriptor has no operation to cancel
     boost::system::error_code ec;
     socket_.cancel(ec);
 }
@@ -221,6 +303,10 @@ void connection::close() noexcept {
     deadline_ = std::chrono::steady_clock::time_point::max();
     // close() alone: it sends the FIN (or the RST a client's unread bytes call for) and cancels
     // pending operations; a shutdown() first would be one more system call per connection.
+    if (raw_fd_ >= 0) {
+        ::close(std::exchange(raw_fd_, -1));  // never registered: no epoll_ctl DEL either
+        return;
+    }
     boost::system::error_code ec;
     socket_.close(ec);
 }
@@ -228,7 +314,7 @@ void connection::close() noexcept {
 task<void> connection::linger_close() {
     const server_limits& l = limits();
     boost::system::error_code ec;
-    socket_.shutdown(net::socket_base::shutdown_send, ec);
+    socket().shutdown(net::socket_base::shutdown_send, ec);
     if (ec || closed_ || draining() || l.lingering_time.count() <= 0 ||
         l.lingering_timeout.count() <= 0)
         co_return;
@@ -244,7 +330,7 @@ task<void> connection::linger_close() {
         if (now >= end) break;
         expires_after(
             std::min<std::chrono::steady_clock::duration>(l.lingering_timeout, end - now));
-        auto [read_ec, n] = co_await socket_.async_read_some(net::buffer(scratch), use_tuple);
+        auto [read_ec, n] = co_await socket().async_read_some(net::buffer(scratch), use_tuple);
         if (read_ec) break;  // the peer's end of stream (the normal ending), a timeout or a close
         dropped += n;
     }
@@ -486,31 +572,73 @@ listen_address server::adopt(int fd, protocol proto) {
     return address;
 }
 
-task<void> server::accept_loop(std::shared_ptr<listener> l) {
+task<void> server::accept_loop(std::shared_ptr<listener> l, std::size_t index) {
     const bool tcp = !l->address.is_unix;
+    // Every io thread accepts on the listener (its own descriptor of it) and serves what it
+    // accepts: no hand-off between threads, and a thread busy in a handler (Python on an io
+    // thread, a blocking call) leaves new connections to the others, as pre-forked workers do.
+    auto& acceptor = l->acceptor_of(index);
+    net::io_context& target = *contexts_[index];
+    // accept4 on the descriptor rather than Asio's async_accept: the connection gets a
+    // non-blocking descriptor in the same call, and it becomes an Asio socket only if its session
+    // has to wait (see connection). The acceptor is closed only by a handler of this io thread, so
+    // between two suspensions the descriptor is ours; after each one it is checked again.
+    const int listen_fd = acceptor.native_handle();
+    {
+        boost::system::error_code ec;
+        acceptor.non_blocking(true, ec);  // accept4 must never block the io thread
+        if (ec) {
+            log::error("accept on " + l->address.to_string() + ": " + ec.message());
+            co_return;
+        }
+    }
+    std::size_t in_a_row = 0;
     for (;;) {
-        std::size_t index = next_thread_.fetch_add(1, std::memory_order_relaxed) % contexts_.size();
-        net::io_context& target = *contexts_[index];
-        net::generic::stream_protocol::endpoint peer;
-        auto [ec, socket] = co_await l->acceptor.async_accept(target, peer, use_tuple);
+        sockaddr_storage peer_addr{};
+        socklen_t peer_len = sizeof peer_addr;
+        const int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer_addr), &peer_len,
+                                 SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            const int e = errno;
+            if (e == EINTR || e == ECONNABORTED) continue;
+            if (e == EAGAIN || e == EWOULDBLOCK) {
+                // The queue is empty: wait for the next connection (epoll, edge-triggered: only
+                // now, after EAGAIN, does a wait see the next edge).
+                in_a_row = 0;
+                auto [ec] =
+                    co_await acceptor.async_wait(net::socket_base::wait_read, use_tuple);
+                if (ec == net::error::operation_aborted || !acceptor.is_open()) co_return;
+                if (!ec) continue;
+                log::warning("accept on " + l->address.to_string() + ": " + ec.message());
+            } else {
+                // Out of descriptors or memory: say so, breathe, go on.
+                log::warning("accept on " + l->address.to_string() + ": " + std::strerror(e));
+            }
+            net::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(50));
+            co_await pause.async_wait(use_tuple);
+            if (!acceptor.is_open()) co_return;
+            continue;
+        }
+        // A long queue is accepted in turns with the rest of this io thread's work (and a close of
+        // the listener).
+        if (++in_a_row % 64 == 0) {
+            co_await net::post(acceptor.get_executor(), use_tuple);
+            if (!acceptor.is_open()) {
+                ::close(fd);
+                co_return;
+            }
+        }
         // A connection accepted as the shutdown begins is served (and drained) all the same:
         // dropping it would reset a client whose request is already in the socket.
-        if (ec == net::error::operation_aborted || (ec && stopping())) co_return;
-        if (ec) {
-            // Out of descriptors or a connection reset before accept: say so, breathe, go on.
-            log::warning("accept on " + l->address.to_string() + ": " + ec.message());
-            net::steady_timer pause(l->acceptor.get_executor(), std::chrono::milliseconds(50));
-            co_await pause.async_wait(use_tuple);
-            continue;
-        }
         if (connections_.load(std::memory_order_relaxed) >= options_.limits.max_connections) {
-            boost::system::error_code ignored;
-            socket.close(ignored);
+            ::close(fd);
             continue;
         }
+        net::generic::stream_protocol::endpoint peer(&peer_addr, peer_len,
+                                                     tcp ? IPPROTO_TCP : 0);
         if (tcp) {
             int one = 1;
-            ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
         connections_.fetch_add(1, std::memory_order_relaxed);
         // The peer comes with accept and the local address from the listener when it is bound to
@@ -523,12 +651,17 @@ task<void> server::accept_loop(std::shared_ptr<listener> l) {
                 local_addr = l->local_addr;
                 local_port = l->address.port;
             } else {
-                boost::system::error_code local_ec;
-                auto local = socket.local_endpoint(local_ec);
-                if (!local_ec) describe(local, local_addr, local_port);
+                sockaddr_storage local_addr_raw{};
+                socklen_t local_len = sizeof local_addr_raw;
+                if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local_addr_raw), &local_len) ==
+                    0)
+                    describe(net::generic::stream_protocol::endpoint(&local_addr_raw, local_len,
+                                                                     IPPROTO_TCP),
+                             local_addr, local_port);
             }
         }
-        auto conn = std::make_shared<connection>(*this, std::move(socket), std::move(remote_addr),
+        auto conn = std::make_shared<connection>(*this, target.get_executor(), fd,
+                                                 peer_addr.ss_family, std::move(remote_addr),
                                                  remote_port, std::move(local_addr), local_port);
         conn->thread_index_ = index;
         // The session runs on the connection's own io thread; registration happens there too.
@@ -574,11 +707,32 @@ void server::run() {
         slots_[i]->sweeper.emplace(*contexts_[i]);
         sweep_deadlines(i);
     }
-    for (auto& l : listeners_)
-        net::co_spawn(*contexts_.front(), accept_loop(l), [l](std::exception_ptr e) {
-            if (e)
-                log::error("acceptor for " + l->address.to_string() + " stopped by an exception");
-        });
+    for (auto& l : listeners_) {
+        // The other io threads' acceptors: each a dup() of the listening descriptor, registered
+        // with its own thread's epoll.
+        for (std::size_t i = l->more.size() + 1; i < contexts_.size(); ++i) {
+            const int fd = ::fcntl(l->acceptor.native_handle(), F_DUPFD_CLOEXEC, 0);
+            auto acc = std::make_unique<listener::acceptor_type>(*contexts_[i]);
+            boost::system::error_code ec;
+            if (fd >= 0) acc->assign(l->acceptor.local_endpoint(ec).protocol(), fd, ec);
+            if (fd < 0 || ec) {
+                if (fd >= 0) ::close(fd);
+                log::warning("io thread " + std::to_string(i) + " cannot accept on " +
+                             l->address.to_string() + ": " +
+                             (fd < 0 ? std::string(std::strerror(errno)) : ec.message()));
+                acc.reset();
+            }
+            l->more.push_back(std::move(acc));
+        }
+        for (std::size_t i = 0; i < contexts_.size(); ++i) {
+            if (i > 0 && !l->more[i - 1]) continue;
+            net::co_spawn(*contexts_[i], accept_loop(l, i), [l](std::exception_ptr e) {
+                if (e)
+                    log::error("acceptor for " + l->address.to_string() +
+                               " stopped by an exception");
+            });
+        }
+    }
     auto control_work = net::make_work_guard(control_);
     std::optional<net::signal_set> signals;
     if (options_.handle_signals) {
@@ -642,12 +796,15 @@ void server::run() {
 
 void server::stop() noexcept {
     if (stopping_.exchange(true)) return;
-    net::post(*contexts_.front(), [this] {
-        for (auto& l : listeners_) {
-            boost::system::error_code ec;
-            l->acceptor.close(ec);
-        }
-    });
+    // Each acceptor is closed on its own io thread (its accept loop relies on that).
+    for (std::size_t i = 0; i < contexts_.size(); ++i)
+        net::post(*contexts_[i], [this, i] {
+            for (auto& l : listeners_) {
+                if (i > 0 && (i > l->more.size() || !l->more[i - 1])) continue;
+                boost::system::error_code ec;
+                l->acceptor_of(i).close(ec);
+            }
+        });
     net::post(control_, [this] {
         for (std::size_t i = 0; i < contexts_.size(); ++i)
             net::post(*contexts_[i], [this, i] { close_idle_and_wait(i); });

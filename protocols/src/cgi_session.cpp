@@ -8,6 +8,7 @@
 #include <corgi/core/log.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <tuple>
 
 #include <algorithm>
 #include <memory>
@@ -153,8 +154,13 @@ task<void> serve_stream_request(connection& conn, const stream_protocol& proto) 
     stream_head head;
     for (;;) {
         if (used == buffer.size()) buffer.resize(std::min(buffer.size() * 2, max_head));
-        auto [ec, n] = co_await conn.socket().async_read_some(
-            net::buffer(buffer.data() + used, buffer.size() - used), use_tuple);
+        const net::mutable_buffer space(buffer.data() + used, buffer.size() - used);
+        // nginx writes its request as it connects: usually it is there, and no Asio socket (nor
+        // its epoll registration) is needed for this connection at all.
+        boost::system::error_code ec;
+        std::size_t n = conn.try_read(space, ec);
+        if (ec == net::error::would_block)
+            std::tie(ec, n) = co_await conn.socket().async_read_some(space, use_tuple);
         if (ec) {
             if (used != 0)
                 log::warning(

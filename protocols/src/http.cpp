@@ -10,6 +10,7 @@
 #include <corgi/protocols/protocols.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <tuple>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
 
@@ -164,8 +165,13 @@ task<void> serve_http(connection& conn) {
             // Beast's read completes only once its parser consumes bytes, i.e. a whole header, so
             // the first bytes of a request are read here: they end the idle wait and start the
             // header timeout (slowloris).
-            auto [ec, n] = co_await conn.socket().async_read_some(
-                s.buffer.prepare(first_read_bytes), use_tuple);
+            const net::mutable_buffer space = s.buffer.prepare(first_read_bytes);
+            // On a fresh connection the request is usually there already (TCP_DEFER_ACCEPT): read
+            // without making the descriptor an Asio socket (see connection::try_read).
+            error_code ec;
+            std::size_t n = conn.try_read(space, ec);
+            if (ec == net::error::would_block)
+                std::tie(ec, n) = co_await conn.socket().async_read_some(space, use_tuple);
             if (ec || n == 0)
                 co_return;  // closed, or idle past the keep-alive timeout, between requests: normal
             s.buffer.commit(n);

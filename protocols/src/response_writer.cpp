@@ -15,6 +15,7 @@
 #include <array>
 #include <charconv>
 #include <ctime>
+#include <vector>
 
 namespace corgi::protocols::detail {
 
@@ -246,9 +247,26 @@ task<std::uint64_t> send_file(output& out, const file_range& file, std::uint64_t
 }  // namespace
 
 task<void> socket_output::write(std::span<const net::const_buffer> buffers) {
+    // What the socket takes at once goes without an Asio socket (see connection::try_write): a
+    // whole response, usually. The rest, if any, is written on the socket, waiting as needed.
     conn_.expires_after(conn_.limits().write_timeout);
-    auto [ec, n] = co_await net::async_write(conn_.socket(), buffers, use_tuple);
-    if (ec) throw boost::system::system_error(ec);
+    boost::system::error_code ec;
+    std::size_t done = conn_.try_write(buffers, ec);
+    if (ec && ec != net::error::would_block) throw boost::system::system_error(ec);
+    std::size_t total = 0;
+    for (const auto& b : buffers) total += b.size();
+    if (done == total) co_return;
+    std::vector<net::const_buffer> rest;
+    for (const auto& b : buffers) {
+        if (done >= b.size()) {
+            done -= b.size();
+            continue;
+        }
+        rest.push_back(b + done);
+        done = 0;
+    }
+    auto [write_ec, n] = co_await net::async_write(conn_.socket(), rest, use_tuple);
+    if (write_ec) throw boost::system::system_error(write_ec);
 }
 
 void append_head(std::string& out, const response& res, const response_framing& framing,

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -84,16 +85,36 @@ class server;
 // One accepted connection, as a protocol's session sees it. The session does its I/O on socket(),
 // sets a deadline before each read or write, and marks itself idle while waiting for the next
 // request so that a graceful shutdown can close it at once.
+//
+// An accepted descriptor becomes an Asio socket only when the session first needs to wait on it:
+// registering it costs an epoll_ctl ADD, Asio's first operation an ioctl(FIONBIO) and its close an
+// epoll_ctl DEL. A one-shot uwsgi or SCGI request from nginx (or an HTTP request on a connection
+// of its own) usually arrives whole with the accept and is answered in one send, so try_read()
+// and try_write() serve it on the raw non-blocking descriptor and none of the three is made.
 class connection : public std::enable_shared_from_this<connection> {
   public:
     // Looks the addresses up on the socket (getpeername/getsockname).
     connection(server& owner, stream_socket socket);
-    // Addresses already known (from accept and the listener): no system call.
-    connection(server& owner, stream_socket socket, std::string remote_addr,
-               std::uint16_t remote_port, std::string local_addr, std::uint16_t local_port);
+    // A descriptor from accept4(SOCK_NONBLOCK) of the given address family, addresses already
+    // known (from accept and the listener): no system call until the session needs one.
+    connection(server& owner, const net::any_io_executor& executor, int fd, int family,
+               std::string remote_addr, std::uint16_t remote_port, std::string local_addr,
+               std::uint16_t local_port);
     ~connection();
 
-    stream_socket& socket() noexcept { return socket_; }
+    // The Asio socket, made from the descriptor on first use.
+    stream_socket& socket() noexcept {
+        if (raw_fd_ >= 0) adopt_descriptor();
+        return socket_;
+    }
+    // Reads what is there without waiting, while the descriptor is not an Asio socket yet: bytes
+    // read (ec clear), 0 with ec = eof, or 0 with ec = would_block when the caller must wait
+    // (on socket(), as always once it exists).
+    std::size_t try_read(net::mutable_buffer buffer, boost::system::error_code& ec) noexcept;
+    // Writes what the socket takes without waiting, under the same condition: the bytes written
+    // (the caller writes the rest on socket()), or 0 with ec set (would_block: wait).
+    std::size_t try_write(std::span<const net::const_buffer> buffers,
+                          boost::system::error_code& ec) noexcept;
     const server_limits& limits() const noexcept;
     const handler& app() const noexcept;
 
@@ -149,9 +170,13 @@ class connection : public std::enable_shared_from_this<connection> {
   private:
     friend class server;
     void on_deadline(std::chrono::steady_clock::time_point now) noexcept;
+    void adopt_descriptor() noexcept;
+    int native_fd() noexcept;
 
     server& owner_;
     stream_socket socket_;
+    int raw_fd_ = -1;  // the accepted descriptor until socket_ owns it (or it is closed)
+    int family_ = 0;
     std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
     bool timed_out_ = false;
     bool idle_ = false;
@@ -257,7 +282,7 @@ class server {
     peer_trust trust_;
     struct listener;
     struct thread_slot;
-    task<void> accept_loop(std::shared_ptr<listener> l);
+    task<void> accept_loop(std::shared_ptr<listener> l, std::size_t index);
     void sweep_deadlines(std::size_t slot_index);
     void close_idle_and_wait(std::size_t slot_index);
     void finish_shutdown();
@@ -269,7 +294,6 @@ class server {
     std::vector<std::shared_ptr<listener>> listeners_;
     std::atomic<bool> stopping_{false};
     std::atomic<std::size_t> connections_{0};
-    std::atomic<std::size_t> next_thread_{0};
     // Signals, the graceful timeout and the shutdown's last step run here, on a thread of their
     // own, so that an io thread stuck in a handler cannot keep the process from hearing SIGTERM.
     net::io_context control_{1};
