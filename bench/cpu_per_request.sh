@@ -3,7 +3,9 @@
 # process tree, from /proc) divided by the requests it served, under the same wrk load, for corgi
 # and its peers side by side. This is the figure that holds on a small machine, where requests/s
 # depend on how the cores are shared with the load generator.
-#   bench/cpu_per_request.sh [all|cpp|wsgi|flask]
+#   bench/cpu_per_request.sh [all|cpp|wsgi|flask|uwsgi]
+#                              uwsgi: behind nginx (uwsgi_pass over TCP, a connection per request),
+#                              the backend's CPU only: corgi against uWSGI, the WSGI hello
 #   CORGI=build/bin/corgi      the binary to measure (Release: `make run` builds build/)
 #   DURATION=5 CONNECTIONS=64  the measured wrk run (after a 1 s warm-up), wrk -t1
 #   RATE=0                     0: as fast as each server goes; N: paced to about N requests/s in
@@ -128,6 +130,29 @@ if [ "$what" = all ] || [ "$what" = flask ]; then
     printf 'flask in-process\t%s\t%s\n' "$ceiling" "$(awk -v c="$ceiling" 'BEGIN{printf "%.2f", 1e6 / c}')" >>"$results"
 fi
 
+if [ "$what" = all ] || [ "$what" = uwsgi ]; then
+    corgi_port=$(free_port); uwsgi_port=$(free_port); front_corgi=$(free_port); front_uwsgi=$(free_port)
+    "$CORGI" --socket "127.0.0.1:$corgi_port" --http "127.0.0.1:$(free_port)" --io-threads 1 --disable-logging \
+        --pythonpath "$APPS" --wsgi hello_wsgi:application >"$tmp/corgi-uwsgi.log" 2>&1 &
+    corgi_pid=$!; pids+=("$corgi_pid")
+    uwsgi --plugin python3 --uwsgi-socket "127.0.0.1:$uwsgi_port" --processes 1 --threads 1 --disable-logging \
+        --pythonpath "$APPS" --wsgi-file "$APPS/hello_wsgi.py" >"$tmp/uwsgi-uwsgi.log" 2>&1 &
+    uwsgi_pid=$!; pids+=("$uwsgi_pid")
+    ln -sf /etc/nginx/uwsgi_params "$tmp/uwsgi_params"
+    { nginx_conf_start "$tmp"; cat <<NGINX
+  server { listen 127.0.0.1:$front_corgi; location / { include uwsgi_params; uwsgi_pass 127.0.0.1:$corgi_port; } }
+  server { listen 127.0.0.1:$front_uwsgi; location / { include uwsgi_params; uwsgi_pass 127.0.0.1:$uwsgi_port; } }
+}
+NGINX
+    } >"$tmp/nginx-uwsgi.conf"
+    /usr/sbin/nginx -p "$tmp" -c "$tmp/nginx-uwsgi.conf" >"$tmp/nginx-uwsgi.log" 2>&1 &
+    pids+=("$!")
+    wait_port "$front_corgi" /
+    wait_port "$front_uwsgi" /
+    measure "nginx -> corgi (uwsgi) hello" "$front_corgi" / "$corgi_pid"
+    measure "nginx -> uWSGI (uwsgi) hello" "$front_uwsgi" / "$uwsgi_pid"
+fi
+
 echo
 echo "cost per request (CPU us / request; the goal in brackets):"
 $PY - "$results" <<'PYEOF'
@@ -150,6 +175,7 @@ if best_uwsgi:
     show(f"corgi WSGI hello / {best_uwsgi}", "corgi wsgi hello", best_uwsgi, "<= 0.25")
     show(f"corgi WSGI hello, lane thread / {best_uwsgi}", "corgi wsgi hello, lane thread", best_uwsgi, "")
 show("corgi Flask / uWSGI Flask", "corgi flask hello", "uwsgi --http11-socket flask", "")
+show("behind nginx over uwsgi: corgi / uWSGI", "nginx -> corgi (uwsgi) hello", "nginx -> uWSGI (uwsgi) hello", "")
 if "corgi flask hello" in med and "flask in-process" in med:
     d = med["corgi flask hello"] - med["flask in-process"]
     print(f"  {'corgi Flask minus Flask in-process':48s} {med['corgi flask hello']:7.2f} - {med['flask in-process']:7.2f} = {d:5.2f} us  (<= 10 us)")

@@ -185,8 +185,8 @@ connection::~connection() {
 void connection::adopt_descriptor() noexcept {
     const int fd = std::exchange(raw_fd_, -1);
     boost::system::error_code ec;
-    socket_.assign(net::generic::stream_protocol(family_, family_ == AF_UNIX ? 0 : IPPROTO_TCP),
-                   fd, ec);
+    socket_.assign(net::generic::stream_protocol(family_, family_ == AF_UNIX ? 0 : IPPROTO_TCP), fd,
+                   ec);
     if (ec) {
         // Only when epoll refuses it (out of memory): the socket stays closed, and the session's
         // operations on it fail at once.
@@ -592,7 +592,6 @@ task<void> server::accept_loop(std::shared_ptr<listener> l, std::size_t index) {
             co_return;
         }
     }
-    std::size_t in_a_row = 0;
     for (;;) {
         sockaddr_storage peer_addr{};
         socklen_t peer_len = sizeof peer_addr;
@@ -604,9 +603,7 @@ task<void> server::accept_loop(std::shared_ptr<listener> l, std::size_t index) {
             if (e == EAGAIN || e == EWOULDBLOCK) {
                 // The queue is empty: wait for the next connection (epoll, edge-triggered: only
                 // now, after EAGAIN, does a wait see the next edge).
-                in_a_row = 0;
-                auto [ec] =
-                    co_await acceptor.async_wait(net::socket_base::wait_read, use_tuple);
+                auto [ec] = co_await acceptor.async_wait(net::socket_base::wait_read, use_tuple);
                 if (ec == net::error::operation_aborted || !acceptor.is_open()) co_return;
                 if (!ec) continue;
                 log::warning("accept on " + l->address.to_string() + ": " + ec.message());
@@ -619,23 +616,13 @@ task<void> server::accept_loop(std::shared_ptr<listener> l, std::size_t index) {
             if (!acceptor.is_open()) co_return;
             continue;
         }
-        // A long queue is accepted in turns with the rest of this io thread's work (and a close of
-        // the listener).
-        if (++in_a_row % 64 == 0) {
-            co_await net::post(acceptor.get_executor(), use_tuple);
-            if (!acceptor.is_open()) {
-                ::close(fd);
-                co_return;
-            }
-        }
         // A connection accepted as the shutdown begins is served (and drained) all the same:
         // dropping it would reset a client whose request is already in the socket.
         if (connections_.load(std::memory_order_relaxed) >= options_.limits.max_connections) {
             ::close(fd);
             continue;
         }
-        net::generic::stream_protocol::endpoint peer(&peer_addr, peer_len,
-                                                     tcp ? IPPROTO_TCP : 0);
+        net::generic::stream_protocol::endpoint peer(&peer_addr, peer_len, tcp ? IPPROTO_TCP : 0);
         if (tcp) {
             int one = 1;
             ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -697,6 +684,11 @@ task<void> server::accept_loop(std::shared_ptr<listener> l, std::size_t index) {
                 if (connections_.fetch_sub(1, std::memory_order_acq_rel) == 1 && stopping())
                     net::post(control_, [this] { finish_shutdown(); });
             });
+        // One connection per turn: its session starts before the next accept, so a thread whose
+        // session blocks (Python on an io thread) leaves the connections queued meanwhile to the
+        // other io threads, which were woken by the same readiness.
+        co_await net::post(acceptor.get_executor(), use_tuple);
+        if (!acceptor.is_open()) co_return;
     }
 }
 

@@ -10,9 +10,9 @@
 #include <corgi/protocols/protocols.hpp>
 
 #include <boost/asio/as_tuple.hpp>
-#include <tuple>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
+#include <tuple>
 
 #include <stdexcept>
 
