@@ -119,26 +119,18 @@ struct proxy_server {
 class client {
   public:
     explicit client(std::uint16_t port) {
-        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-        REQUIRE(fd_ >= 0);
-        timeval tv{5, 0};
-        ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         sockaddr_in a{};
         a.sin_family = AF_INET;
         a.sin_port = htons(port);
         a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        connect_to(reinterpret_cast<const sockaddr*>(&a), sizeof a);
     }
     explicit client(const std::string& unix_path) {
-        fd_ = ::socket(AF_UNIX, SOCK_STREAM, 0);
-        REQUIRE(fd_ >= 0);
-        timeval tv{5, 0};
-        ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         sockaddr_un a{};
         a.sun_family = AF_UNIX;
         REQUIRE(unix_path.size() < sizeof a.sun_path);
         std::memcpy(a.sun_path, unix_path.c_str(), unix_path.size() + 1);
-        REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        connect_to(reinterpret_cast<const sockaddr*>(&a), sizeof a);
     }
     ~client() { ::close(fd_); }
     client(const client&) = delete;
@@ -193,6 +185,14 @@ class client {
     bool reset() const noexcept { return reset_; }
 
   private:
+    void connect_to(const sockaddr* address, socklen_t length) {
+        fd_ = ::socket(address->sa_family, SOCK_STREAM, 0);
+        REQUIRE(fd_ >= 0);
+        timeval tv{5, 0};
+        ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        REQUIRE(::connect(fd_, address, length) == 0);
+    }
+
     int fd_ = -1;
     bool eof_ = false;
     bool reset_ = false;
